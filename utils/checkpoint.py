@@ -1,0 +1,70 @@
+"""Checkpoints as plain data, written atomically, read without unpickling code.
+
+A checkpoint is a dict of tensors and plain Python values:
+    {"version": 1, "model": state_dict, "ema": state_dict | None,
+     "model_cfg": {"phi", "num_classes", "class_names", "anchors", "img_size", "attention_sites"},
+     "train": {...} | None, "epoch": int}
+so `torch.load(path, weights_only=True)` opens it and a malicious file cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable checkpoint; the message names the file and what it holds."""
+
+
+def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    A crash or kill -9 at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True; raise CheckpointError with the file name on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); was the save interrupted? Use another checkpoint.")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds pickled Python objects, not plain tensors "
+                f"({msg}). Only load checkpoints from sources you trust; convert them to a state dict first."
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {msg}") from None
+    return obj
+
+
+def is_project_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and "model_cfg" in obj and "model" in obj

@@ -1,0 +1,276 @@
+"""The one typed config: defaults here, a YAML file on top, command-line flags on top of that.
+
+    cfg = load_config("configs/default.yaml", {"epochs": 10})
+    cfg, args = parse_config(argv)           # what train.py does
+
+Every field is a flag: `img_size` is `--img-size` (also `--img_size`; `--img` is an alias).
+Unknown keys and bad values are rejected with a message that names the key.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config key or value a user got wrong; the message names the key and the fix."""
+
+
+@dataclass
+class Config:
+    # --- model ---
+    phi: str = "3"  # attention: 0 none, 1 se, 2 cbam, 3 eca, 4 ca, 5 scse (number or name; also cse, sse)
+    attention_sites: list[str] = field(default_factory=lambda: ["feat1", "feat2", "upsample"])
+    anchors: str = "model_data/yolo_anchors.txt"
+    weights: str = ""  # initial weights: project checkpoint, Darknet .weights / .conv.29, reference .pth
+    # --- data ---
+    data: str = "synthetic"  # data YAML, VOCdevkit folder, COCO json, YOLO-txt root, or "synthetic"
+    img_size: int = 416
+    workers: int = 2
+    # --- schedule ---
+    epochs: int = 100
+    time: float = 0.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
+    batch_size: int = 16
+    nbs: int = 64  # nominal batch size: lr and weight decay are scaled by batch_size / nbs
+    optimizer: str = "sgd"  # sgd (nesterov) | adam | adamw
+    lr0: float = 0.01
+    lrf: float = 0.01  # final lr = lr0 * lrf
+    scheduler: str = "cosine"  # cosine | linear | step
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 3.0
+    warmup_bias_lr: float = 0.1
+    freeze_epochs: int = 0  # backbone frozen for the first N epochs (with pretrained weights)
+    ema: bool = True
+    ema_decay: float = 0.9999
+    amp: str = "off"  # off | fp16 | bf16
+    grad_clip: float = 10.0  # max grad norm; 0 disables
+    channels_last: bool = False
+    sync_bn: bool = False
+    # --- augmentation (probabilities and gains) ---
+    mosaic: float = 1.0
+    mixup: float = 0.0
+    scale: float = 0.5
+    translate: float = 0.1
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    fliplr: float = 0.5
+    close_mosaic: int = 10  # mosaic off for the last N epochs
+    # --- loss ---
+    box_gain: float = 0.05
+    obj_gain: float = 1.0
+    cls_gain: float = 0.5
+    label_smoothing: float = 0.0
+    ignore_thresh: float = 0.5
+    # --- evaluation ---
+    eval_interval: int = 1  # evaluate every N epochs (and always at the last)
+    conf_thres: float = 0.001
+    iou_thres: float = 0.6
+    max_det: int = 300
+    best_metric: str = "map50_95"  # map50_95 | map50
+    patience: int = 50  # stop after N evaluations without improvement; 0 disables
+    # --- run ---
+    device: str = ""  # "" picks cuda when there is one, else cpu; or cpu, cuda, cuda:1
+    seed: int = 0
+    deterministic: bool = True
+    name: str = "exp"
+    project: str = "runs/train"
+    exist_ok: bool = False
+    resume: str = ""  # a run directory or its last.pt
+    profile: bool = False
+
+
+CHOICES = {
+    "optimizer": ("sgd", "adam", "adamw"),
+    "scheduler": ("cosine", "linear", "step"),
+    "amp": ("off", "fp16", "bf16"),
+    "best_metric": ("map50_95", "map50"),
+}
+PROBABILITIES = ("mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "label_smoothing", "ignore_thresh",
+                 "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
+NON_NEGATIVE = ("epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
+                "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience", "seed")
+POSITIVE = ("batch_size", "nbs", "lr0", "eval_interval", "max_det")
+PATHS = ("anchors", "weights", "resume")  # must exist when set
+ALIASES = {"img": "img_size", "imgsz": "img_size", "batch": "batch_size", "cfg": None}
+
+
+def field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Turn a YAML or command-line value into the field's type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value)) if not isinstance(value, (int, float)) else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            return "" if value is None else str(value)
+        if origin is list:
+            (item,) = typing.get_args(tp)
+            items = value if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+            return [_coerce(key, v, item) for v in items]
+        if isinstance(tp, types.UnionType):
+            return value
+    except ValueError:
+        pass
+    raise ConfigError(f"config key '{key}': {value!r} is not a valid {getattr(tp, '__name__', tp)}")
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(Config)], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else "; see configs/default.yaml for the keys"
+    return ConfigError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def validate(cfg: Config, root: Path = ROOT) -> Config:
+    """Reject values that cannot work, naming the key; return cfg for chaining."""
+    from nets.attention import resolve_attention
+    from nets.yolo import ATTENTION_SITES
+
+    if cfg.img_size < 32 or cfg.img_size % 32:
+        raise ConfigError(f"config key 'img_size': {cfg.img_size} must be a positive multiple of 32 "
+                          f"(e.g. {max(32, round(cfg.img_size / 32) * 32)})")
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"config key '{key}': {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")
+    for key in PROBABILITIES:
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"config key '{key}': {getattr(cfg, key)} must lie in [0, 1]")
+    for key in NON_NEGATIVE:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}': {getattr(cfg, key)} must not be negative")
+    for key in POSITIVE:
+        if getattr(cfg, key) <= 0:
+            raise ConfigError(f"config key '{key}': {getattr(cfg, key)} must be positive")
+    if cfg.epochs == 0 and cfg.time == 0:
+        raise ConfigError("config key 'epochs': 0 epochs and no 'time' budget would train nothing")
+    try:
+        cfg.phi = resolve_attention(cfg.phi)
+    except ValueError as e:
+        raise ConfigError(f"config key 'phi': {e}") from None
+    bad_sites = [s for s in cfg.attention_sites if s not in ATTENTION_SITES]
+    if bad_sites:
+        raise ConfigError(f"config key 'attention_sites': unknown {bad_sites}; choose from {list(ATTENTION_SITES)}")
+    for key in PATHS:
+        value = getattr(cfg, key)
+        if value and not resolve_path(value, root).exists():
+            raise ConfigError(f"config key '{key}': path not found: {value}")
+    if cfg.data != "synthetic" and not resolve_path(cfg.data, root).exists():
+        raise ConfigError(f"config key 'data': path not found: {cfg.data} (a data YAML, a VOCdevkit folder, "
+                          "a COCO json, a YOLO-txt root, or 'synthetic' for the built-in set)")
+    return cfg
+
+
+def resolve_path(value: str, root: Path = ROOT) -> Path:
+    """A path as given if it exists (relative to the working directory), else relative to the repo."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() or p.exists() else root / p
+
+
+def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
+                check: bool = True) -> Config:
+    """Defaults <- YAML file <- overrides; coerced to the field types and validated."""
+    types_ = field_types()
+    values: dict[str, Any] = {}
+    sources: list[tuple[dict, str]] = []
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
+        sources.append((loaded, str(path)))
+    sources.append((overrides or {}, "the command line"))
+    for mapping, source in sources:
+        for key, value in mapping.items():
+            key = ALIASES.get(key, key) if key in ALIASES else key.replace("-", "_")
+            if key is None:
+                continue
+            if key not in types_:
+                raise _unknown_key(key, source)
+            values[key] = _coerce(key, value, types_[key])
+    cfg = Config(**values)
+    return validate(cfg) if check else cfg
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (`--img-size` and `--img_size`), plus the usual short aliases."""
+    extra = {"img_size": ["--img", "--imgsz"], "batch_size": ["--batch"]}
+    for name, tp in field_types().items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": argparse.SUPPRESS}
+        if tp is bool:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        elif typing.get_origin(tp) is list:
+            kwargs.update(nargs="*")
+        parser.add_argument(*flags, **kwargs)
+
+
+def parse_config(argv: list[str] | None = None, description: str = "",
+                 parser: argparse.ArgumentParser | None = None) -> tuple[Config, argparse.Namespace]:
+    """Build the Config from `--cfg FILE` (default configs/default.yaml) and any field flags."""
+    parser = parser or argparse.ArgumentParser(description=description)
+    parser.add_argument("--cfg", default=str(DEFAULT_CONFIG), help="base config YAML (default: configs/default.yaml)")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
+    try:
+        cfg = load_config(args.cfg, overrides)
+    except ConfigError as e:
+        parser.error(str(e))
+    return cfg, args
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config; `load_config(path)` reads it back to the same Config."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def format_config(cfg: Config) -> str:
+    """A compact one-screen view: `key=value` pairs wrapped at ~100 columns."""
+    parts = [f"{k}={v}" for k, v in config_to_dict(cfg).items()]
+    lines, line = [], ""
+    for p in parts:
+        if line and len(line) + len(p) + 2 > 100:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {p}" if line else p
+    return "\n".join(lines + [line])
