@@ -1,26 +1,41 @@
-"""One loader for every kind of weights file: `load_model(path)` -> eval-mode YoloBody.
+"""One loader for every kind of weights file.
 
-Project checkpoints carry their own model config (phi, classes, anchors, input size), so users
-never repeat them. Darknet `.weights` and reference-repository state dicts come in `nets.darknet`
-and `nets.reference`.
+* `load_model(path)` -> an eval-mode YoloBody ready for inference, from a project checkpoint, a
+  Darknet `.weights` (its cfg, or the built-in yolov4-tiny layout), or a reference-repository
+  state dict (bubbliiiing/yolov4-tiny-pytorch `.pth`). Nothing is guessed silently: a class count
+  or attention type that does not fit the file is an error naming the file.
+* `load_pretrained(model, path)` -> report: what `train.py --weights` does. Loads every tensor
+  whose name and shape fit, and says what it skipped: final head convs when the class count
+  differs, attention layers that the file has no counterpart for.
+
+Project checkpoints carry their model config (phi, classes, anchors, input size), so users
+never repeat them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nets.yolo import YoloBody
-from utils.checkpoint import CheckpointError, is_project_checkpoint, load_checkpoint
+from nets.attention import resolve_attention
+from nets.yolo import ATTENTION_SITES, YoloBody
+from utils.checkpoint import VERSION, CheckpointError, is_project_checkpoint, load_checkpoint, save_checkpoint
+
+HEAD_PREFIXES = ("yolo_headP5.1.", "yolo_headP4.1.")
+ATT_PREFIXES = tuple(f"{s}_att." for s in ATTENTION_SITES)
 
 
 def build_from_model_cfg(model_cfg: dict) -> YoloBody:
     model = YoloBody(
         int(model_cfg["num_classes"]),
         model_cfg.get("phi", 0),
-        model_cfg.get("attention_sites", ("feat1", "feat2", "upsample")),
+        model_cfg.get("attention_sites", ATTENTION_SITES),
         anchors=model_cfg.get("anchors"),
     )
+    if model_cfg.get("masks"):
+        model.masks = [list(map(int, m)) for m in model_cfg["masks"]]
     model.class_names = list(model_cfg.get("class_names") or [str(i) for i in range(model.num_classes)])
     model.img_size = int(model_cfg.get("img_size", 416))
     return model
@@ -33,32 +48,182 @@ def model_cfg_of(model: YoloBody, class_names: list[str] | None = None, img_size
         "num_classes": model.num_classes,
         "class_names": list(class_names or getattr(model, "class_names", [str(i) for i in range(model.num_classes)])),
         "anchors": model.anchors.cpu().tolist(),
+        "masks": [list(m) for m in model.masks],
         "img_size": int(img_size or getattr(model, "img_size", 416)),
         "attention_sites": list(model.attention_sites),
     }
 
 
-def load_model(path: str | Path, num_classes: int | None = None, phi: int | str | None = None,
-               use_ema: bool = True, device: str | torch.device = "cpu") -> YoloBody:
-    """An eval-mode network from a project checkpoint (EMA weights when present)."""
-    path = Path(path)
+def save_model_checkpoint(model: YoloBody, path: str | Path, source: str | None = None) -> None:
+    """A project checkpoint of `model` alone (no training state): what the converters write."""
+    obj: dict[str, Any] = {"version": VERSION, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           "ema": None, "model_cfg": model_cfg_of(model), "train": None, "epoch": 0}
+    if source:
+        obj["source"] = str(source)
+    save_checkpoint(path, obj)
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        keys = list(obj)[:5]
+        return f"a dict with keys {keys}{'...' if len(obj) > 5 else ''}"
+    return f"a {type(obj).__name__}"
+
+
+# ----------------------------------------------------------------------------- read any file
+def _read(path: Path, cfg: str | Path | None = None) -> dict[str, Any]:
+    """Normalise any supported file to {"kind", "state", "model_cfg", "info"} with project keys."""
+    from nets import darknet, reference
+
+    if not path.exists():
+        raise CheckpointError(f"weights file not found: {path}")
+    if path.suffix.lower() == ".cfg":
+        raise CheckpointError(f"{path}: this is a Darknet cfg, not weights; pass the .weights file "
+                              "(and this cfg with --cfg)")
+    if darknet.is_darknet_file(path):
+        dw = darknet.read_weights(path, cfg)
+        model_cfg = {"phi": "none", "num_classes": dw.num_classes}
+        if dw.cfg is not None:
+            model_cfg.update(anchors=dw.cfg.anchors.tolist(), masks=dw.cfg.masks, img_size=dw.cfg.img_size)
+        label = f"Darknet {'.'.join(map(str, dw.version))}, seen {dw.seen}, {len(dw.convs)} convs"
+        return {"kind": "darknet", "state": dw.state_dict, "model_cfg": model_cfg, "info": dw,
+                "label": label + (f", {dw.num_classes} classes" if dw.num_classes else ", no heads")}
     obj = load_checkpoint(path)
-    if not is_project_checkpoint(obj):
-        keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__
-        raise CheckpointError(f"{path}: not a project checkpoint (holds {keys}...); "
-                              "expected keys 'model' and 'model_cfg'")
-    model_cfg = dict(obj["model_cfg"])
-    if num_classes is not None and int(num_classes) != int(model_cfg["num_classes"]):
-        raise CheckpointError(f"{path}: trained for {model_cfg['num_classes']} classes, asked for {num_classes}")
-    if phi is not None:
-        from nets.attention import resolve_attention
-        if resolve_attention(phi) != resolve_attention(model_cfg.get("phi", 0)):
-            raise CheckpointError(f"{path}: holds attention '{model_cfg.get('phi')}', asked for '{phi}'")
-    model = build_from_model_cfg(model_cfg)
-    state = obj["ema"] if use_ema and obj.get("ema") else obj["model"]
+    if is_project_checkpoint(obj):
+        state = obj["ema"] if obj.get("ema") else obj["model"]
+        mc = dict(obj["model_cfg"])
+        return {"kind": "checkpoint", "state": state, "model_cfg": mc, "info": obj, "all": obj,
+                "label": f"project checkpoint, phi {mc.get('phi')}, {mc.get('num_classes')} classes, "
+                         f"epoch {obj.get('epoch')}{', EMA weights' if obj.get('ema') else ''}"}
+    if reference.is_reference_state_dict(obj):
+        state = reference.to_project_keys(reference.unwrap(obj))
+        try:
+            mc = reference.infer_config(state)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        return {"kind": "reference", "state": state, "model_cfg": mc, "info": None,
+                "label": f"reference state dict, phi {mc['phi']}, {mc['num_classes']} classes"}
+    sd = reference.unwrap(obj)
+    if sd is not None:
+        return {"kind": "state_dict", "state": sd, "model_cfg": None, "info": None,
+                "label": f"state dict of {len(sd)} tensors (not yolov4-tiny key names)"}
+    raise CheckpointError(f"{path}: holds {_describe(obj)}; expected a project checkpoint ('model' + "
+                          "'model_cfg'), a yolov4-tiny state dict, or Darknet .weights")
+
+
+def _default_names(n: int) -> list[str]:
+    from nets.darknet import class_names_for
+    return class_names_for(None, n)
+
+
+def load_model(path: str | Path, num_classes: int | None = None, phi: int | str | None = None,
+               use_ema: bool = True, device: str | torch.device = "cpu", cfg: str | Path | None = None) -> YoloBody:
+    """An eval-mode network from a project checkpoint (EMA weights when present), Darknet weights
+    (`cfg`: its Darknet cfg; default the built-in yolov4-tiny layout) or a reference state dict.
+
+    `num_classes` / `phi`, when given, must match the file: inference needs every layer trained.
+    Use `load_pretrained` to start training from a file that fits only partly.
+    """
+    path = Path(path)
+    src = _read(path, cfg)
+    kind, mc = src["kind"], src["model_cfg"]
+    if kind == "state_dict":
+        raise CheckpointError(f"{path}: holds a {src['label']}; expected yolov4-tiny keys such as "
+                              "'backbone.conv1.conv.weight'. Is it a different architecture?")
+    if kind == "darknet" and mc["num_classes"] is None:
+        dw = src["info"]
+        raise CheckpointError(f"{path}: {dw.notes[0]}; a backbone file has no heads and cannot run inference. "
+                              f"Train from it: python train.py --weights {path}")
+    if num_classes is not None and int(num_classes) != int(mc["num_classes"]):
+        raise CheckpointError(f"{path}: trained for {mc['num_classes']} classes, asked for {num_classes} "
+                              "(to fine-tune for another class count use train.py --weights)")
+    if phi is not None and resolve_attention(phi) != resolve_attention(mc.get("phi", 0)):
+        extra = " (Darknet has no attention layers; train.py --weights starts an attention model from it)" \
+            if kind == "darknet" else ""
+        raise CheckpointError(f"{path}: holds attention '{resolve_attention(mc.get('phi', 0))}', "
+                              f"asked for '{resolve_attention(phi)}'{extra}")
+    if kind == "checkpoint":
+        state = src["all"]["ema"] if use_ema and src["all"].get("ema") else src["all"]["model"]
+    else:
+        state = src["state"]
     try:
-        model.load_state_dict(state)
+        model = build_from_model_cfg(mc if "class_names" in mc else {**mc, "class_names": _default_names(
+            int(mc["num_classes"]))})
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: its model config {mc} does not build a network: {e}") from None
+    try:
+        # Darknet files have no BN batch counters; everything else must fit exactly.
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (kind == "darknet" and k.endswith("num_batches_tracked"))]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+                               f"unexpected keys {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the architecture in its model_cfg: "
+        raise CheckpointError(f"{path}: {src['label']}: weights do not fit the architecture it describes: "
                               f"{str(e).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- partial loads
+def load_pretrained(model: YoloBody, path: str | Path, log: Callable[[str], Any] = print,
+                    cfg: str | Path | None = None) -> dict[str, Any]:
+    """Copy every tensor of `path` whose name and shape fit `model` (in place); report the rest.
+
+    Final head convs whose shape differs (another class count) keep the model's own
+    initialisation (whatever the trainer set, e.g. prior biases); attention layers the file lacks
+    (Darknet files, phi 0 checkpoints) start fresh. Raises CheckpointError when nothing fits.
+    Returns {"source", "kind", "loaded", "skipped": [(key, file_shape, model_shape)],
+    "unexpected", "reinitialised", "fresh_attention", "missing", "file_num_classes"}.
+    """
+    path = Path(path)
+    src = _read(path, cfg)
+    kind, state = src["kind"], src["state"]
+    own = model.state_dict()
+    loaded, skipped, unexpected = [], [], []
+    new_state = {}
+    for key, value in state.items():
+        if key not in own:
+            unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            skipped.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            new_state[key] = value.to(own[key].dtype)
+            loaded.append(key)
+    if not [k for k in loaded if not k.endswith("num_batches_tracked")]:
+        raise CheckpointError(
+            f"{path}: {src['label']}: none of its {len(state)} tensors fit this yolov4-tiny model "
+            f"(e.g. {(skipped or [(k,) for k in unexpected] or [('-',)])[0]}); is it another architecture?")
+    model.load_state_dict(new_state, strict=False)
+
+    got = set(loaded)
+    missing = [k for k in own if k not in got and not k.endswith("num_batches_tracked")]
+    reinit = [k for k in missing if k.startswith(HEAD_PREFIXES)]
+    fresh_att = [k for k in missing if k.startswith(ATT_PREFIXES)]
+    other = [k for k in missing if k not in reinit and k not in fresh_att]
+    mc = src["model_cfg"] or {}
+    file_nc = mc.get("num_classes")
+
+    n_tensors = sum(1 for k in own if not k.endswith("num_batches_tracked"))
+    n_loaded = sum(1 for k in loaded if not k.endswith("num_batches_tracked"))
+    log(f"weights: {path} ({src['label']})")
+    log(f"weights: loaded {n_loaded}/{n_tensors} tensors of the model")
+    for key, fs, ms in skipped:
+        log(f"weights: skipped {key}: file {list(fs)} vs model {list(ms)}")
+    if unexpected:
+        log(f"weights: {len(unexpected)} file tensors have no place in this model: "
+            f"{', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+    if reinit:
+        why = (f"the file has {file_nc} classes, the model {model.num_classes}" if file_nc and file_nc != model.num_classes
+               else "the file has no head convs" if kind == "darknet" and file_nc is None else "not in the file")
+        log(f"weights: final head convs yolo_headP5.1 / yolo_headP4.1 keep their fresh initialisation ({why})")
+    if fresh_att:
+        blocks = sorted({k.split(".")[0] for k in fresh_att})
+        why = ("Darknet has no attention layers" if kind == "darknet"
+               else f"the file holds attention '{mc.get('phi', 'none')}', the model '{model.phi}'")
+        log(f"weights: attention layers {', '.join(blocks)} ({model.phi}) start fresh: {why}")
+    if other:
+        groups = sorted({k.rsplit(".", 2)[0] for k in other})
+        log(f"weights: {len(other)} other tensors not in the file keep their initialisation: "
+            f"{', '.join(groups[:8])}{' ...' if len(groups) > 8 else ''}")
+    return {"source": str(path), "kind": kind, "loaded": loaded, "skipped": skipped, "unexpected": unexpected,
+            "reinitialised": reinit, "fresh_attention": fresh_att, "missing": missing, "file_num_classes": file_nc}

@@ -56,13 +56,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds; all mean "not loadable"
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            # Name what was refused; leave out torch's hint to retry with weights_only=False.
+            detail = [ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
             raise CheckpointError(
-                f"{path}: refused to load: the file holds pickled Python objects, not plain tensors "
-                f"({msg}). Only load checkpoints from sources you trust; convert them to a state dict first."
+                f"{path}: refused to load: the file holds pickled Python objects, not plain tensors and data"
+                f"{' (' + '; '.join(detail) + ')' if detail else ''}. Nothing in it was run. A checkpoint that "
+                "pickles code can run it on load: only use files from sources you trust, saved as a state dict."
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {msg}") from None
+        msg = text.splitlines()[0].split(". ")[0] if text.strip() else ""
+        if len(msg) < 12:  # e.g. KeyError('101'): say what kind of failure it was
+            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+        with open(path, "rb") as f:
+            head = f.read(16)
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint, truncated or corrupt? ({path.stat().st_size} bytes, "
+            f"starting {head!r}; {msg}). Use another checkpoint (runs keep weights/last.pt and best.pt)."
+        ) from None
     return obj
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,23 +228,35 @@ def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, A
     return validate(cfg) if check else cfg
 
 
+def _default_comments() -> dict[str, str]:
+    """The `# ...` comment after each key in configs/default.yaml: the flags' help text."""
+    comments = {}
+    for line in DEFAULT_CONFIG.read_text().splitlines() if DEFAULT_CONFIG.is_file() else []:
+        m = re.match(r"^(\w+):[^#]*#\s*(.+)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).strip()
+    return comments
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per field (`--img-size` and `--img_size`), plus the usual short aliases."""
+    comments = _default_comments()
     extra = {"img_size": ["--img", "--imgsz"], "batch_size": ["--batch"]}
     for name, tp in field_types().items():
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": argparse.SUPPRESS}
+        default = getattr(Config(), name)
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{comments.get(name, '')} (default: {default!r})".strip()}
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif typing.get_origin(tp) is list:
-            kwargs.update(nargs="*")
+            kwargs.update(nargs="*", metavar="ITEM")
         parser.add_argument(*flags, **kwargs)
 
 
 def parse_config(argv: list[str] | None = None, description: str = "",
                  parser: argparse.ArgumentParser | None = None) -> tuple[Config, argparse.Namespace]:
     """Build the Config from `--cfg FILE` (default configs/default.yaml) and any field flags."""
-    parser = parser or argparse.ArgumentParser(description=description)
+    parser = parser or argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", default=str(DEFAULT_CONFIG), help="base config YAML (default: configs/default.yaml)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
