@@ -1,0 +1,103 @@
+"""Training data-loader throughput (mosaic on), next to the model's training throughput, as JSON.
+
+    python benchmarks/bench_loader.py                       # built-in set, 416, 2 workers, batch 16
+    python benchmarks/bench_loader.py --data configs/voc.yaml --workers 4 --model
+
+images/s of the loader alone (no model), after a warm-up, over --batches batches; with --model also the
+images/s of a training step (forward + backward + SGD step of YoloBody on the same batch size, on CPU
+with the cores the loader would share). The loader is not the bottleneck while loader >> model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from utils.data import TrainDataset, load_data_spec, load_records, make_loader  # noqa: E402
+
+
+def bench_loader(records, img: int, workers: int, batch: int, batches: int, hyp, warmup: int = 3) -> dict:
+    ds = TrainDataset(records, img, hyp, seed=0)
+    loader = make_loader(ds, batch, workers=workers, shuffle=True, seed=0, drop_last=True)
+    need = warmup + batches
+    n_img, t0, done = 0, None, 0
+    while done < need:
+        loader.sampler.set_epoch(done)
+        ds.set_epoch(done)
+        for images, targets in loader:
+            done += 1
+            if done == warmup:
+                t0 = time.perf_counter()
+            elif done > warmup:
+                n_img += images.shape[0]
+            if done >= need:
+                break
+    dt = time.perf_counter() - t0
+    return {"images_per_s": round(n_img / dt, 1), "ms_per_image": round(1000 * dt / n_img, 2), "images": n_img}
+
+
+def bench_model(num_classes: int, img: int, batch: int, steps: int, phi: str) -> dict:
+    from nets.yolo import YoloBody
+
+    model = YoloBody(num_classes, phi).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = torch.rand(batch, 3, img, img)
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        loss = sum(o.float().pow(2).mean() for o in model(x))  # stands in for the loss: same backward graph size
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    dt = time.perf_counter() - t0
+    return {"images_per_s": round(steps * batch / dt, 2), "s_per_batch": round(dt / steps, 3), "phi": phi}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="synthetic")
+    ap.add_argument("--img", type=int, default=416)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batches", type=int, default=30, help="timed batches (after 3 warm-up batches)")
+    ap.add_argument("--mosaic", type=float, default=1.0)
+    ap.add_argument("--mixup", type=float, default=0.0)
+    ap.add_argument("--model", action="store_true", help="also time YoloBody training steps")
+    ap.add_argument("--model-steps", type=int, default=3)
+    ap.add_argument("--phi", default="eca")
+    ap.add_argument("--out", default="", help="also write the JSON here")
+    args = ap.parse_args()
+
+    spec = load_data_spec(args.data)
+    records, _ = load_records(spec, "train")
+    hyp = SimpleNamespace(mosaic=args.mosaic, mixup=args.mixup, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7,
+                          hsv_v=0.4, fliplr=0.5)
+    result = {
+        "benchmark": "train_loader", "data": args.data, "records": len(records), "img_size": args.img,
+        "workers": args.workers, "batch_size": args.batch, "mosaic": args.mosaic, "mixup": args.mixup,
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+        "loader": bench_loader(records, args.img, args.workers, args.batch, args.batches, hyp),
+    }
+    if args.model:
+        torch.set_num_threads(os.cpu_count() or 1)
+        result["model_train_step"] = bench_model(spec.num_classes, args.img, args.batch, args.model_steps, args.phi)
+        result["loader_over_model"] = round(result["loader"]["images_per_s"] /
+                                            result["model_train_step"]["images_per_s"], 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

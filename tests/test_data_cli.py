@@ -1,0 +1,69 @@
+"""Command-line tools as a user runs them (real subprocesses): check_dataset and anchors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.anchors import anchor_metrics, compute_anchors, wh_iou
+from utils.data.fixtures import default_images, write_voc, write_yolo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_check_dataset_reports_bad_files(tmp_path):
+    root = write_yolo(tmp_path / "y", default_images())
+    (root / "labels" / "train" / "a0.txt").write_text("0 0.5 0.5 0.2\n")
+    (root / "images" / "train" / "a1.jpg").write_bytes(b"")
+    p = _run("utils.check_dataset", "--data", str(root), "--no-cache")
+    assert p.returncode == 0, p.stderr
+    assert "labels/train/a0.txt: malformed label row" in p.stdout
+    assert "images/train/a1.jpg: zero-byte image file" in p.stdout
+    assert "[train]" in p.stdout and "[val]" in p.stdout and "boxes per class: cat" in p.stdout
+
+
+def test_check_dataset_fails_without_usable_samples(tmp_path):
+    devkit = write_voc(tmp_path, default_images())
+    for f in (devkit / "VOC2007" / "JPEGImages").glob("*.jpg"):
+        f.write_bytes(b"broken")
+    p = _run("utils.check_dataset", "--data", str(devkit), "--no-cache")
+    assert p.returncode == 1 and "no usable sample" in p.stdout and "a0.jpg" in p.stdout
+    p = _run("utils.check_dataset", "--data", str(tmp_path / "does_not_exist"))
+    assert p.returncode == 2 and "path not found" in p.stderr
+
+
+def test_anchors_cli(tmp_path):
+    devkit = write_voc(tmp_path, default_images() * 1, splits={"train": [i.name for i in default_images()]})
+    out = tmp_path / "anchors.txt"
+    p = _run("utils.anchors", "--data", str(devkit), "--img", "416", "--out", str(out), "--generations", "200")
+    assert p.returncode == 0, p.stderr
+    assert "current" in p.stdout and "new" in p.stdout and p.stdout.count("BPR") >= 4 and "mean IoU" in p.stdout
+    from utils.assets import read_anchors
+
+    a = read_anchors(out)
+    assert a.shape == (6, 2) and (np.diff(a.prod(1)) >= 0).all()
+
+
+def test_wh_iou_by_hand():
+    wh = np.array([[10, 20], [30, 30]], np.float64)
+    anchors = np.array([[10, 10], [30, 30]], np.float64)
+    # [10x20 vs 10x10] = 100 / 200; [10x20 vs 30x30] = 200 / 900; [30x30 vs 10x10] = 100 / 900; same = 1
+    np.testing.assert_allclose(wh_iou(wh, anchors), [[0.5, 200 / 900], [100 / 900, 1.0]])
+    m = anchor_metrics(wh, anchors, thr=0.6)
+    assert m["bpr"] == 0.5 and m["mean_iou"] == pytest.approx(0.75)
+
+
+def test_kmeans_finds_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[12, 16], [30, 60], [64, 40], [100, 110], [200, 150], [320, 300]], np.float64)
+    wh = np.concatenate([c * rng.uniform(0.95, 1.05, (200, 2)) for c in centres])
+    a = compute_anchors(wh, 6, seed=0, generations=100)
+    np.testing.assert_allclose(a, centres, rtol=0.06)
+    assert anchor_metrics(wh, a)["mean_iou"] > 0.9

@@ -1,0 +1,251 @@
+"""PyTorch data sets for training (augmented) and evaluation (letterboxed), their collate functions,
+and the DataLoader set-up (worker seeding, epoch-seeded shuffling).
+
+Determinism: a training sample is a pure function of (seed, epoch, index): each __getitem__ builds
+its own np.random.Generator from those three numbers, so worker count, prefetch order and restarts
+do not change what the model sees. Epoch and the mosaic switch live in shared memory, so
+`set_epoch` and `mosaic_enabled = False` reach persistent worker processes too (fork or spawn).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .augment import ColourJitter, affine_matrix, clip_and_filter, hflip, mixup, mosaic_canvas, transform_boxes, warp
+from .image import ImageError, load_image, read_bgr
+from .letterbox import letterbox, letterbox_params
+from .records import DataError, Record
+
+log = logging.getLogger(__name__)
+MAX_SUBSTITUTES = 16  # consecutive unreadable samples tolerated before giving up
+_LOAD_ERRORS = (ImageError, cv2.error, OSError, ValueError)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: global generators seeded from the loader (augmentation itself does
+    not use them). Deliberately no cv2.setNumThreads here: in a forked worker it deadlocks once the
+    parent has used OpenCV's thread pool."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+class TrainDataset(Dataset):
+    """Augmented training samples: (image uint8 (3, S, S) RGB, targets float32 (n, 5) [cls, x1, y1, x2, y2]
+    in network-input pixels). `hyp` needs mosaic, mixup, scale, translate, hsv_h, hsv_s, hsv_v, fliplr
+    (Ultralytics-like meanings; the project's Config has them). Difficult and crowd boxes are not
+    targets unless `include_difficult`. An image that fails to load is replaced by the next readable
+    one (deterministic) and counted in `load_failures`."""
+
+    worker_init_fn = staticmethod(seed_worker)  # for DataLoader(worker_init_fn=ds.worker_init_fn)
+
+    def __init__(self, records: list[Record], img_size: int, hyp: Any, seed: int = 0,
+                 include_difficult: bool = False):
+        if not records:
+            raise DataError("TrainDataset: no records (the training split is empty)")
+        self.records = list(records)
+        self.img_size = int(img_size)
+        self.seed = int(seed) % 2**63
+        self.p_mosaic = float(getattr(hyp, "mosaic", 0.0))
+        self.p_mixup = float(getattr(hyp, "mixup", 0.0))
+        self.scale = float(getattr(hyp, "scale", 0.0))
+        self.translate = float(getattr(hyp, "translate", 0.0))
+        self._colour_args = tuple(float(getattr(hyp, k, 0.0)) for k in ("hsv_h", "hsv_s", "hsv_v"))
+        self.p_flip = float(getattr(hyp, "fliplr", 0.0))
+        self._colour: ColourJitter | None = None  # built lazily: once per worker process
+        self._canvas: np.ndarray | None = None  # mosaic buffer, per process
+        keep = [~r.iscrowd if include_difficult else r.train_mask for r in self.records]
+        self._boxes = [r.boxes[k] for r, k in zip(self.records, keep)]
+        self._classes = [r.classes[k] for r, k in zip(self.records, keep)]
+        # [epoch, mosaic on, load failures] in shared memory: seen by worker processes (fork or spawn,
+        # persistent or not); a tensor because torch's pickler shares it in any start method
+        self._state = torch.tensor([0, 1, 0], dtype=torch.int64).share_memory_()
+        self._bad: set[int] = set()  # per process: indices known to fail
+
+    # -- trainer controls ---------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation randomness is f(seed, epoch, index): call at the start of every epoch."""
+        self._state[0] = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[0])
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        return bool(self._state[1])
+
+    @mosaic_enabled.setter
+    def mosaic_enabled(self, on: bool) -> None:
+        self._state[1] = 1 if on else 0
+
+    @property
+    def load_failures(self) -> int:
+        """How many times an unreadable image was replaced (over all worker processes)."""
+        return int(self._state[2])
+
+    # -- samples -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        if self.mosaic_enabled and self.p_mosaic > 0 and rng.random() < self.p_mosaic:
+            img, boxes, cls = self._mosaic(index, rng)
+            if self.p_mixup > 0 and rng.random() < self.p_mixup:
+                img2, boxes2, cls2 = self._mosaic(int(rng.integers(len(self))), rng)
+                img = mixup(img, img2, rng)
+                boxes, cls = np.concatenate([boxes, boxes2]), np.concatenate([cls, cls2])
+        else:
+            img, boxes, cls = self._single(index, rng)
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # tiles stay BGR until here: one conversion a sample
+        if self._colour is None:
+            self._colour = ColourJitter(*self._colour_args)
+        img = self._colour(img, rng)
+        if self.p_flip > 0 and rng.random() < self.p_flip:
+            img, boxes = hflip(img, boxes)
+        targets = np.concatenate([cls.astype(np.float32)[:, None], boxes.astype(np.float32)], 1)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), torch.from_numpy(targets)
+
+    def load_resized(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image with its long side = img_size, training boxes scaled alike, classes); substitutes
+        the next readable sample when this one fails."""
+        n = len(self)
+        for attempt in range(min(n, MAX_SUBSTITUTES)):
+            j = (index + attempt) % n
+            if j not in self._bad:
+                try:
+                    return self._load_resized(j)
+                except _LOAD_ERRORS as e:
+                    self._bad.add(j)
+                    log.warning("skipping unreadable training image (replaced by another): %s", e)
+            self._state[2] += 1  # not atomic across workers: a count for the log, not a lock
+        raise DataError(f"{MAX_SUBSTITUTES} training images in a row failed to load, starting at "
+                        f"{self.records[index].image}; run python -m utils.check_dataset --deep on the data")
+
+    def _load_resized(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rec = self.records[j]
+        img = read_bgr(rec.image, (rec.width, rec.height))
+        h0, w0 = img.shape[:2]
+        r = self.img_size / max(h0, w0)
+        boxes = self._boxes[j]
+        if r != 1:
+            nw, nh = max(1, round(w0 * r)), max(1, round(h0 * r))
+            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            boxes = boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], np.float32)
+        return img, boxes, self._classes[j]
+
+    def _single(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image, centred as a letterbox would be, randomly scaled and shifted."""
+        img, boxes, cls = self.load_resized(index)
+        h, w = img.shape[:2]
+        m = affine_matrix(rng, self.img_size, (w / 2, h / 2), self.scale, self.translate)
+        return self._warp(img, boxes, cls, m)
+
+    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Four images around a random centre of a 2S canvas, then the random affine down to S."""
+        s = self.img_size
+        others = rng.integers(0, len(self), size=3)
+        xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, size=2))
+        tiles = [self.load_resized(int(j)) for j in (index, *others)]
+        if self._canvas is None:
+            self._canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
+        canvas, boxes, cls = mosaic_canvas(tiles, s, (xc, yc), self._canvas)
+        m = affine_matrix(rng, s, (s, s), self.scale, self.translate)
+        # the area a box keeps is judged against the part pasted into the mosaic (as Ultralytics does)
+        return self._warp(canvas, boxes, cls, m)
+
+    def _warp(self, img, boxes, cls, m):
+        s = self.img_size
+        out = warp(img, m, s)
+        if len(boxes) == 0:
+            return out, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        b, keep = clip_and_filter(transform_boxes(boxes, m), s, s)
+        return out, b[keep], cls[keep]
+
+
+class EvalDataset(Dataset):
+    """Letterboxed images for evaluation/prediction: (uint8 (3, S, S) RGB, index, scale, (pad_x, pad_y)).
+    An image that fails to load becomes a grey image (no detections; its boxes count as misses),
+    logged and counted in `load_failures`; evaluation does not stop."""
+
+    worker_init_fn = staticmethod(seed_worker)
+
+    def __init__(self, records: list[Record], img_size: int):
+        self.records = list(records)
+        self.img_size = int(img_size)
+        self._failures = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def load_failures(self) -> int:
+        return int(self._failures[0])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, float, tuple[int, int]]:
+        rec = self.records[index]
+        s = self.img_size
+        try:
+            img, scale, pad = letterbox(load_image(rec.image, (rec.width, rec.height)), s)
+        except _LOAD_ERRORS as e:
+            log.warning("unreadable evaluation image (scored as a grey image): %s", e)
+            self._failures[0] += 1
+            img = np.full((s, s, 3), 114, np.uint8)
+            scale, pad = letterbox_params(rec.width, rec.height, s)
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), index, scale, pad
+
+
+def train_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> images uint8 (B, 3, S, S), targets float32 (M, 6) [batch_index, cls, x1, y1, x2, y2]."""
+    images = torch.stack([b[0] for b in batch])
+    targets = [torch.cat([torch.full((len(t), 1), float(i)), t], 1) for i, (_, t) in enumerate(batch)]
+    return images, torch.cat(targets) if targets else torch.zeros((0, 6))
+
+
+def eval_collate(batch: list[tuple[torch.Tensor, int, float, tuple[int, int]]]
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> images uint8 (B, 3, S, S), indices int64 (B,), scales float32 (B,), pads float32 (B, 2) [pad_x, pad_y]."""
+    images = torch.stack([b[0] for b in batch])
+    indices = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+    scales = torch.tensor([b[2] for b in batch], dtype=torch.float32)
+    pads = torch.tensor([b[3] for b in batch], dtype=torch.float32).reshape(-1, 2)
+    return images, indices, scales, pads
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled order = f(seed, epoch): resuming at epoch k sees the same order as the first run did."""
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int = 2, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False, sampler: Sampler | None = None, pin_memory: bool = False) -> DataLoader:
+    """DataLoader with the right collate, seeded workers and (when shuffling) an EpochSampler; call
+    `loader.sampler.set_epoch(e)` and `dataset.set_epoch(e)` at the start of each epoch."""
+    train = isinstance(dataset, TrainDataset)
+    if sampler is None:
+        sampler = EpochSampler(len(dataset), shuffle, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=train_collate if train else eval_collate, worker_init_fn=seed_worker,
+                      persistent_workers=workers > 0, pin_memory=pin_memory, drop_last=drop_last,
+                      prefetch_factor=4 if workers > 0 else None)
