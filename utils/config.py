@@ -43,9 +43,9 @@ class Config:
     epochs: int = 100
     time: float = 0.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
     batch_size: int = 16
-    nbs: int = 64  # nominal batch size: lr and weight decay are scaled by batch_size / nbs
-    optimizer: str = "sgd"  # sgd (nesterov) | adam | adamw
-    lr0: float = 0.01
+    nbs: int = 16  # the batch size lr0 is tuned for; other sizes scale lr (linear for SGD, sqrt for Adam)
+    optimizer: str = "adamw"  # adamw | adam | sgd (nesterov)
+    lr0: float = 0.002
     lrf: float = 0.01  # final lr = lr0 * lrf
     scheduler: str = "cosine"  # cosine | linear | step
     momentum: float = 0.937
@@ -72,9 +72,12 @@ class Config:
     # --- loss ---
     box_gain: float = 0.05
     obj_gain: float = 1.0
-    cls_gain: float = 0.5
+    cls_gain: float = 0.1
     label_smoothing: float = 0.0
     ignore_thresh: float = 0.5
+    match_iou_thresh: float = 0.213  # extra anchors whose shape IoU with a box exceeds this; >= 1: best anchor only
+    neighbor_cells: bool = True  # also assign the two cells next to a box centre (YOLOv5's rule)
+    obj_iou_ratio: float = 0.0  # objectness target: 0 -> 1.0, 1 -> the box's IoU
     # --- evaluation ---
     eval_interval: int = 1  # evaluate every N epochs (and always at the last)
     conf_thres: float = 0.001
@@ -99,9 +102,9 @@ CHOICES = {
     "amp": ("off", "fp16", "bf16"),
     "best_metric": ("map50_95", "map50"),
 }
-PROBABILITIES = ("mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "label_smoothing", "ignore_thresh",
+PROBABILITIES = ("mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "label_smoothing", "ignore_thresh", "obj_iou_ratio",
                  "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
-NON_NEGATIVE = ("epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
+NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
                 "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience", "seed")
 POSITIVE = ("batch_size", "nbs", "lr0", "eval_interval", "max_det")
 PATHS = ("anchors", "weights", "resume")  # must exist when set
@@ -238,11 +241,13 @@ def _default_comments() -> dict[str, str]:
     return comments
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per field (`--img-size` and `--img_size`), plus the usual short aliases."""
     comments = _default_comments()
     extra = {"img_size": ["--img", "--imgsz"], "batch_size": ["--batch"]}
     for name, tp in field_types().items():
+        if name in skip:
+            continue
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
         default = getattr(Config(), name)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{comments.get(name, '')} (default: {default!r})".strip()}
@@ -254,13 +259,17 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_config(argv: list[str] | None = None, description: str = "",
-                 parser: argparse.ArgumentParser | None = None) -> tuple[Config, argparse.Namespace]:
-    """Build the Config from `--cfg FILE` (default configs/default.yaml) and any field flags."""
+                 parser: argparse.ArgumentParser | None = None,
+                 skip: tuple[str, ...] = ()) -> tuple[Config, argparse.Namespace]:
+    """Build the Config from `--cfg FILE` (default configs/default.yaml) and any field flags.
+
+    `skip` names fields whose flags the caller's own parser defines differently (e.g. ablate's --phi list).
+    """
     parser = parser or argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", default=str(DEFAULT_CONFIG), help="base config YAML (default: configs/default.yaml)")
-    add_config_flags(parser)
+    add_config_flags(parser, skip)
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k in field_types() and k not in skip and v is not None}
     try:
         cfg = load_config(args.cfg, overrides)
     except ConfigError as e:

@@ -1,0 +1,337 @@
+"""Inference speed: end-to-end latency (image file -> boxes) at batch 1 and throughput at batch 32,
+for PyTorch eager, PyTorch fused (conv+BN folded, channels-last) and onnxruntime; prints JSON.
+
+    python benchmarks/bench_inference.py                      # random-weight COCO-size model, phi 0
+    python benchmarks/bench_inference.py --weights runs/train/exp/weights/best.pt --image photo.jpg
+    python benchmarks/bench_inference.py --reference-dir ~/src/yolov4-tiny-pytorch   # side by side
+
+Our pipelines (all `utils.predictor.Predictor`: cv2 read, letterbox, model, decode, NMS, un-letterbox):
+  eager         unfused model as loaded, contiguous NCHW
+  fused         what predict.py runs: conv+BN folded, channels-last
+  fused_square  the same at a square img_size x img_size input (rect=False)
+  onnxruntime   export.py's graph (dynamic height/width) on onnxruntime's CPU provider
+All but fused_square use the rect input (long side img_size, short side padded to a multiple of 32).
+
+Comparison with bubbliiiing/yolov4-tiny-pytorch's `YOLO.detect_image`:
+  * `--reference-dir DIR` runs `yolo.YOLO` from a checkout of that repository (nothing of it is in
+    this project) in a child process, loads the same weights into it (their key names) and times
+    `detect_image(Image.open(path))` with its defaults (PIL bicubic resize to 416x416, unfused eager
+    model, per-class NMS loop, conf 0.5, iou 0.3). Pillow >= 10 removed `ImageDraw.textsize`, which
+    that code calls when it draws; a three-line shim supplies it.
+  * Always also timed: `reference_style_approx`, our own re-creation of that pipeline's steps
+    (PIL open + bicubic resize, numpy normalise, eager model, per-head decode with freshly built
+    grids, per-image per-class NMS loop). It is an APPROXIMATION of the reference, labelled so.
+All pipelines use the same weights, the same image and conf 0.5 / iou 0.3 so they do the same work.
+Pipelines are timed round-robin (one call each in turn, order rotated) so that load from other
+processes hits all alike; medians (and p10/p90) over --runs after --warmup. Prefer an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nets.loader import load_model, model_cfg_of  # noqa: E402
+from nets.yolo import YoloBody  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
+from utils.data.image import load_image  # noqa: E402
+from utils.predictor import Predictor, predict_paths  # noqa: E402
+
+
+def synthetic_photo(path: Path, w: int = 768, h: int = 576, seed: int = 0) -> None:
+    """A 768x576 JPEG (the size of Darknet's dog.jpg) with gradients, shapes and texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / w * 200, yy / h * 180, (xx + yy) / (w + h) * 150], -1)
+    img += rng.normal(0, 12, img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    for _ in range(12):
+        x, y = int(rng.integers(0, w - 150)), int(rng.integers(0, h - 150))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(40, 150)), y + int(rng.integers(40, 150))), color, -1)
+        else:
+            cv2.circle(img, (x + 60, y + 60), int(rng.integers(20, 70)), color, -1)
+    cv2.imwrite(str(path), img)
+
+
+def make_weights(tmp: Path, phi: str, num_classes: int, img_size: int) -> Path:
+    torch.manual_seed(0)
+    model = YoloBody(num_classes, phi).eval()
+    path = tmp / "bench_random.pt"
+    save_checkpoint(path, {"version": 1, "model": model.state_dict(), "ema": None, "epoch": 0, "train": None,
+                           "model_cfg": model_cfg_of(model, img_size=img_size)})
+    return path
+
+
+def count_gflops(model: torch.nn.Module, size: int | tuple[int, int]) -> float:
+    """FLOPs of one forward (torch.utils.flop_counter: 2 per multiply-add), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (size, size) if isinstance(size, int) else size
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, h, w))
+    return counter.get_total_flops() / 1e9
+
+
+# ---- the reference-style approximation (our code, modelled on the reference's steps) -------------
+class ReferenceStyle:
+    """Approximation of bubbliiiing's detect_image data path, written here for timing only."""
+
+    def __init__(self, model, anchors, masks, num_classes, size, conf=0.5, iou=0.3):
+        self.model, self.anchors, self.masks = model, np.asarray(anchors), masks
+        self.num_classes, self.size, self.conf, self.iou = num_classes, size, conf, iou
+
+    def __call__(self, path: str):
+        from PIL import Image
+        from torchvision.ops import nms
+
+        image = Image.open(path).convert("RGB")
+        iw, ih = image.size
+        data = np.array(image.resize((self.size, self.size), Image.BICUBIC), dtype="float32") / 255.0
+        x = torch.from_numpy(np.expand_dims(np.transpose(data, (2, 0, 1)), 0))
+        with torch.no_grad():
+            outs = self.model(x)
+            preds = []
+            for out, mask in zip(outs, self.masks):  # per head, grids rebuilt every call
+                b, _, h, w = out.shape
+                p = out.view(b, len(mask), 5 + self.num_classes, h, w).permute(0, 1, 3, 4, 2).contiguous()
+                gx = torch.linspace(0, w - 1, w).repeat(h, 1).repeat(b * len(mask), 1, 1).view(p.shape[:4])
+                gy = torch.linspace(0, h - 1, h).repeat(w, 1).t().repeat(b * len(mask), 1, 1).view(p.shape[:4])
+                anc = torch.tensor(self.anchors[mask] / np.array([self.size / w, self.size / h]), dtype=torch.float32)
+                aw = anc[:, 0:1].repeat(b, 1).repeat(1, 1, h * w).view(p.shape[:4])
+                ah = anc[:, 1:2].repeat(b, 1).repeat(1, 1, h * w).view(p.shape[:4])
+                box = torch.stack([torch.sigmoid(p[..., 0]) + gx, torch.sigmoid(p[..., 1]) + gy,
+                                   torch.exp(p[..., 2]) * aw, torch.exp(p[..., 3]) * ah], -1)
+                box = box.view(b, -1, 4) / torch.tensor([w, h, w, h], dtype=torch.float32)
+                preds.append(torch.cat([box, torch.sigmoid(p[..., 4:]).reshape(b, -1, 1 + self.num_classes)], -1))
+            pred = torch.cat(preds, 1)
+            corner = pred.clone()
+            corner[..., 0:2] = pred[..., 0:2] - pred[..., 2:4] / 2
+            corner[..., 2:4] = pred[..., 0:2] + pred[..., 2:4] / 2
+            results = []
+            for image_pred in corner:  # per image, then per class (as the reference does)
+                cconf, cpred = torch.max(image_pred[:, 5:], 1, keepdim=True)
+                keep = image_pred[:, 4] * cconf[:, 0] >= self.conf
+                dets = torch.cat([image_pred[keep, :5], cconf[keep], cpred[keep].float()], 1)
+                out = []
+                for c in dets[:, -1].unique():
+                    dc = dets[dets[:, -1] == c]
+                    out.append(dc[nms(dc[:, :4], dc[:, 4] * dc[:, 5], self.iou)])
+                out = torch.cat(out).numpy() if out else np.zeros((0, 7), np.float32)
+                out[:, [0, 2]] *= iw
+                out[:, [1, 3]] *= ih
+                results.append(out)
+        return results
+
+
+_REFERENCE_CHILD = r"""
+import contextlib, io, json, sys, time
+from PIL import Image, ImageDraw
+if not hasattr(ImageDraw.ImageDraw, "textsize"):  # removed in Pillow 10; the reference draws with it
+    def textsize(self, text, font=None, *a, **k):
+        l, t, r, b = self.textbbox((0, 0), text, font=font)
+        return r - l, b - t
+    ImageDraw.ImageDraw.textsize = textsize
+from yolo import YOLO
+import torch
+cfg = json.loads(sys.argv[1])
+if cfg["threads"]:
+    torch.set_num_threads(cfg["threads"])
+with contextlib.redirect_stdout(io.StringIO()):
+    ref = YOLO(model_path=cfg["pth"], classes_path=cfg["classes"], anchors_path=cfg["anchors"], phi=cfg["phi"],
+               input_shape=[cfg["size"], cfg["size"]], confidence=cfg["conf"], nms_iou=cfg["iou"], cuda=False)
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() != "run":
+        break
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every box it draws
+        t = time.perf_counter()
+        ref.detect_image(Image.open(cfg["image"]))
+        dt = time.perf_counter() - t
+    print(dt, flush=True)
+"""
+
+
+class ReferenceProcess:
+    """bubbliiiing's `YOLO.detect_image` in a child process (its `nets`/`utils` packages would clash
+    with ours), loaded with our weights under its key names; each call times one detect_image there."""
+
+    def __init__(self, ref_dir: Path, weights: Path, tmp: Path, image: Path, size: int, conf: float, iou: float,
+                 threads: int = 0):
+        import os
+        import subprocess
+
+        from nets.reference import to_reference_keys
+
+        model = load_model(weights)
+        phi = {"none": 0, "se": 1, "cbam": 2, "eca": 3}.get(model.phi)
+        if phi is None:
+            raise ValueError(f"the reference has no '{model.phi}' attention; benchmark with --phi 0..3")
+        pth = tmp / "reference_weights.pth"
+        torch.save(to_reference_keys(model.state_dict()), pth)
+        classes = tmp / "reference_classes.txt"
+        classes.write_text("\n".join(model.class_names) + "\n")
+        anchors = tmp / "reference_anchors.txt"
+        anchors.write_text(", ".join(f"{int(w)},{int(h)}" for w, h in model.anchors.tolist()))
+        cfg = dict(pth=str(pth), classes=str(classes), anchors=str(anchors), phi=phi, size=size, conf=conf,
+                   iou=iou, image=str(image.resolve()), threads=threads)
+        self.proc = subprocess.Popen([sys.executable, "-c", _REFERENCE_CHILD, json.dumps(cfg)], cwd=ref_dir,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ref_dir)})
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the reference in {ref_dir} did not start (see its error above)")
+
+    def __call__(self) -> float:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+    """Time each callable `runs` times, round-robin (rotating the order), so that load changes on a
+    shared machine hit every pipeline alike. A callable may return its own elapsed seconds."""
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(warmup + runs):
+        k = rep % len(names)
+        for n in names[k:] + names[:k]:
+            t = time.perf_counter()
+            own = fns[n]()
+            dt = own if isinstance(own, float) else time.perf_counter() - t
+            if rep >= warmup:
+                times[n].append(dt)
+    out = {}
+    for n, ts in times.items():
+        ts.sort()
+        out[n] = {"median_ms": round(1000 * statistics.median(ts), 2), "p10_ms": round(1000 * ts[len(ts) // 10], 2),
+                  "p90_ms": round(1000 * ts[min(len(ts) - 1, (9 * len(ts)) // 10)], 2)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="", help="project checkpoint (default: random weights, 80 classes)")
+    p.add_argument("--phi", default="0", help="attention for the random-weight model (default 0: plain yolov4-tiny)")
+    p.add_argument("--image", default="", help="image file (default: a synthetic 768x576 JPEG)")
+    p.add_argument("--img-size", type=int, default=416)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=32, help="batch size for the throughput measurement")
+    p.add_argument("--throughput-runs", type=int, default=3)
+    p.add_argument("--reference-dir", default="", help="checkout of bubbliiiing/yolov4-tiny-pytorch to time side by side")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for every pipeline (torch, onnxruntime, the reference); 0: library defaults")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="pipelines to skip: eager fused fused_square onnxruntime approx throughput")
+    args = p.parse_args(argv)
+    conf, iou = 0.5, 0.3  # the reference's defaults, used by every pipeline here
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    weights = Path(args.weights) if args.weights else make_weights(tmp, args.phi, 80, args.img_size)
+    image = Path(args.image) if args.image else tmp / "photo.jpg"
+    if not args.image:
+        synthetic_photo(image)
+    size = args.img_size
+    kw = dict(img_size=size, conf_thres=conf, iou_thres=iou)
+
+    predictors: dict[str, Predictor] = {}
+    if "eager" not in args.skip:
+        predictors["eager"] = Predictor(load_model(weights), **kw)
+    if "fused" not in args.skip:
+        predictors["fused"] = Predictor.from_weights(weights, device="cpu", **kw)
+    if "fused_square" not in args.skip:
+        predictors["fused_square"] = Predictor.from_weights(weights, device="cpu", rect=False, **kw)
+    if "onnxruntime" not in args.skip:
+        from export import export_onnx
+
+        onnx_path = export_onnx(weights, tmp / "model.onnx", img_size=size, dynamic=True)
+        predictors["onnxruntime"] = Predictor.from_weights(onnx_path, device="cpu", threads=args.threads, **kw)
+
+    model = load_model(weights)
+    result: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "load_average_at_start": list(__import__("os").getloadavg())},
+        "image": {"path": str(image), "size": list(cv2.imread(str(image)).shape[1::-1])},
+        "img_size": size, "phi": model.phi, "num_classes": model.num_classes, "conf": conf, "iou": iou,
+        "gflops_per_image": round(count_gflops(model, size), 3),
+    }
+    h, w = cv2.imread(str(image)).shape[:2]
+    rect_hw = Predictor(model, img_size=size).input_shape(h, w)
+    result["rect_input"] = {"shape_hw": list(rect_hw), "gflops": round(count_gflops(model, rect_hw), 3)}
+
+    def end_to_end(pred: Predictor):
+        return lambda: pred([load_image(image)])[0]["boxes"].numpy()
+
+    pipelines = {name: end_to_end(pred) for name, pred in predictors.items()}
+    detections = {name: int(len(pred([load_image(image)])[0]["boxes"])) for name, pred in predictors.items()}
+    if "approx" not in args.skip:
+        ref_style = ReferenceStyle(model, model.anchors.numpy(), model.masks, model.num_classes, size, conf, iou)
+        pipelines["reference_style_approx"] = lambda: ref_style(str(image))
+        detections["reference_style_approx"] = int(len(ref_style(str(image))[0]))
+    ref_proc = None
+    if args.reference_dir:
+        ref_proc = ReferenceProcess(Path(args.reference_dir).resolve(), weights, tmp, image, size, conf, iou,
+                                    args.threads)
+        pipelines["bubbliiiing_detect_image"] = ref_proc
+    try:
+        latency = interleaved(pipelines, args.runs, args.warmup)
+    finally:
+        if ref_proc is not None:
+            ref_proc.close()
+    for name, d in detections.items():
+        latency[name]["detections"] = d
+    if "reference_style_approx" in latency:
+        latency["reference_style_approx"]["note"] = "APPROXIMATION of bubbliiiing detect_image's steps, written here"
+    if "bubbliiiing_detect_image" in latency:
+        latency["bubbliiiing_detect_image"]["note"] = ("bubbliiiing/yolov4-tiny-pytorch YOLO.detect_image("
+                                                        "Image.open(path)) with its defaults, in a child process")
+    result["latency_batch1"] = latency
+
+    inputs = {name: pred.preprocess([load_image(image)])[0] for name, pred in predictors.items()}
+    model_only = interleaved({n: (lambda p=p, x=inputs[n]: p.infer(x)) for n, p in predictors.items()},
+                             args.runs, args.warmup)
+    for name, t in model_only.items():
+        t["input_hw"] = list(inputs[name].shape[2:])
+        gflops = result["gflops_per_image"] if predictors[name].rect is False else result["rect_input"]["gflops"]
+        t["gflop_per_s"] = round(gflops / (t["median_ms"] / 1000), 1)
+    result["model_only_batch1"] = model_only
+
+    base = "bubbliiiing_detect_image" if "bubbliiiing_detect_image" in latency else "reference_style_approx"
+    if base in latency:
+        result["speedup_vs_reference"] = {"baseline": base, **{
+            k: round(latency[base]["median_ms"] / v["median_ms"], 2) for k, v in latency.items() if k in predictors}}
+
+    if "throughput" not in args.skip:
+        # predict.py's folder path: files decoded in threads one batch ahead, detected batch by batch
+        files = [image] * (2 * args.batch)
+        fns = {n: (lambda p=p: list(predict_paths(p, files, args.batch))) for n, p in predictors.items()}
+        tp = interleaved(fns, args.throughput_runs, 1)
+        result["throughput"] = {n: {"batch": args.batch, "images": len(files), "ms": t["median_ms"],
+                                    "images_per_s": round(len(files) / (t["median_ms"] / 1000), 1)}
+                                for n, t in tp.items()}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

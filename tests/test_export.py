@@ -1,0 +1,143 @@
+"""ONNX export: onnx.checker, metadata, onnxruntime vs PyTorch parity on the raw heads, and
+predict.py running the same pipeline on the .onnx file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from nets.loader import load_model, model_cfg_of
+from nets.yolo import YoloBody
+from utils.checkpoint import save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ["square", "disc"]
+SIZE = 64
+
+
+def spread_model(phi: str) -> YoloBody:
+    """Random weights with realistic activation sizes (default init shrinks them towards 0)."""
+    torch.manual_seed(0)
+    m = YoloBody(len(NAMES), phi).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(mod.weight, a=0.1)
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.8, 1.2)
+        for h in m.heads:
+            torch.nn.init.normal_(h.weight, 0, 0.15)
+    return m
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    m = spread_model("ca")
+    ckpt = d / "best.pt"
+    save_checkpoint(ckpt, {"version": 1, "model": m.state_dict(), "ema": None, "train": None, "epoch": 0,
+                           "model_cfg": model_cfg_of(m, NAMES, SIZE)})
+    res = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(ckpt), "--format", "onnx",
+                          "--dynamic"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    return ckpt, d / "best.onnx", res
+
+
+def test_export_cli_reports_parity(exported):
+    _, onnx_path, res = exported
+    report = json.loads(res.stdout.strip().splitlines()[0])
+    assert report["onnx"] == str(onnx_path) and report["dynamic_batch"] is True and report["dynamic_hw"] is True
+    assert report["max_abs_diff_raw_heads"] < 1e-4
+    assert "predict.py IMAGE --weights" in res.stdout
+
+
+def test_onnx_file_is_valid_and_self_describing(exported):
+    _, onnx_path, _ = exported
+    proto = onnx.load(str(onnx_path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    cfg = json.loads(meta["model_cfg"])
+    assert cfg["class_names"] == NAMES and cfg["img_size"] == SIZE and cfg["phi"] == "ca"
+    assert cfg["anchors"] == [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
+    assert cfg["masks"] == [[3, 4, 5], [1, 2, 3]] and cfg["strides"] == [32, 16]
+    assert [o.name for o in proto.graph.output] == ["out_s32", "out_s16"]
+
+
+def test_onnxruntime_matches_pytorch_raw_heads(exported):
+    ckpt, onnx_path, _ = exported
+    model = load_model(ckpt)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    for shape in [(3, 3, SIZE, SIZE), (2, 3, SIZE, SIZE + 32)]:  # dynamic batch, rect input
+        x = torch.rand(*shape, generator=g)
+        with torch.no_grad():
+            ref = [o.numpy() for o in model(x)]
+        got = session.run(["out_s32", "out_s16"], {"images": x.numpy()})
+        assert max(np.abs(r).max() for r in ref) > 0.5  # outputs are not trivially small
+        for r, o in zip(ref, got):
+            assert r.shape == o.shape
+            np.testing.assert_allclose(o, r, atol=1e-4, rtol=0)
+
+
+def test_predict_cli_on_onnx_gives_the_pytorch_boxes(exported, tmp_path):
+    from utils.data.image import load_image
+    from utils.predictor import Predictor
+
+    ckpt, onnx_path, _ = exported
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(50, 90), (70, 40)]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+    res = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(tmp_path / "*.png"), "--weights",
+                          str(onnx_path), "--conf", "0.2", "--project", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "onnxruntime" in res.stdout
+    entries = json.loads((tmp_path / "runs" / "exp" / "predictions.json").read_text())
+    torch_pred = Predictor.from_weights(ckpt, device="cpu", conf_thres=0.2)
+    total = 0
+    for e in entries:
+        det = torch_pred([load_image(e["image"])])[0]
+        assert [d["class_id"] for d in e["detections"]] == det["labels"].tolist()
+        got = np.array([d["xyxy"] for d in e["detections"]]).reshape(-1, 4)
+        np.testing.assert_allclose(got, det["boxes"].numpy(), atol=0.01)
+        np.testing.assert_allclose([d["score"] for d in e["detections"]], det["scores"].numpy(), atol=1e-4)
+        total += len(e["detections"])
+    assert total > 0
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_fixed_batch_export_and_missing_metadata(tmp_path):
+    from export import export_onnx
+    from utils.predictor import Predictor
+
+    m = spread_model("none")
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, {"version": 1, "model": m.state_dict(), "ema": None, "train": None, "epoch": 0,
+                           "model_cfg": model_cfg_of(m, NAMES, SIZE)})
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 255, (60, 60 + 10 * i, 3), dtype=np.uint8) for i in range(3)]
+    for static in (False, True):
+        path = export_onnx(ckpt, tmp_path / f"fixed{static}.onnx", batch_size=1, static=static)
+        onnx_pred = Predictor.from_weights(path, device="cpu", conf_thres=0.2)
+        assert onnx_pred.rect is not static and onnx_pred.img_size == SIZE
+        onnx_dets = onnx_pred(imgs + imgs[:1])  # 4 images through a batch-1 graph
+        torch_dets = Predictor(load_model(ckpt), conf_thres=0.2, rect=not static)(imgs + imgs[:1])
+        for a, b in zip(onnx_dets, torch_dets):
+            torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
+
+    bare = tmp_path / "bare.onnx"
+    torch.onnx.export(m, (torch.zeros(1, 3, SIZE, SIZE),), str(bare), dynamo=False)
+    with pytest.raises(ValueError, match="export.py"):
+        Predictor.from_weights(bare, device="cpu")

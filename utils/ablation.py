@@ -1,0 +1,170 @@
+"""Attention ablation: train every variant with the same data, schedule, seeds and budget, then compare.
+
+    ab = Ablation(cfg, phis=[0, 1, 2, 3], seeds=[0, 1, 2], name="shapes")
+    ab.train_all(); ab.write_report(ab.evaluate_all())
+
+Layout of `runs/ablate/<name>/`: `runs/<variant>_s<seed>/` (ordinary training runs), `state.json`
+(what finished, what failed and why: an interrupted ablation resumes from it), `results.csv` and
+`results.md` (one row per variant, mean ± std over seeds), `map_vs_latency.png`, `map_curves.png`,
+and `attention/` (attention-map overlays of each variant on the same val images).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from nets.attention import resolve_attention
+from utils.config import Config
+
+STATE_FILE = "state.json"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def measure_latency(model: torch.nn.Module, img_size: int, device: torch.device, runs: int = 20) -> float:
+    """Median model-only latency (ms) at batch 1 after a short warm-up, conv+BN fused."""
+    from utils.fuse import fuse_conv_bn
+
+    model = fuse_conv_bn(model, inplace=False).to(device).eval()
+    x = torch.rand(1, 3, img_size, img_size, device=device)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 3):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= 3:
+                times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+class Ablation:
+    def __init__(self, cfg: Config, phis: list[str | int], seeds: list[int], name: str = "exp",
+                 project: str = "runs/ablate", log=print, rank: int = 0, world_size: int = 1):
+        self.cfg = cfg
+        self.variants = [resolve_attention(p) for p in phis]
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"--phi lists a variant twice: {phis}")
+        self.seeds = list(seeds)
+        self.dir = Path(project) / name
+        self.log = log
+        self.rank, self.world_size = rank, world_size
+        self.state_path = self.dir / STATE_FILE
+
+    # ------------------------------------------------------------------ bookkeeping
+    def jobs(self) -> list[tuple[str, int]]:
+        return [(v, s) for v in self.variants for s in self.seeds]
+
+    def run_name(self, variant: str, seed: int) -> str:
+        return f"{variant}_s{seed}"
+
+    def load_state(self) -> dict:
+        if self.state_path.is_file():
+            return json.loads(self.state_path.read_text())
+        return {"jobs": {}}
+
+    def save_state(self, state: dict) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_path)
+
+    # ------------------------------------------------------------------ training
+    def train_all(self) -> None:
+        from utils.trainer import Trainer, TrainingDiverged
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for i, (variant, seed) in enumerate(self.jobs()):
+            if i % self.world_size != self.rank:  # spread over GPUs under torchrun: one job per rank
+                continue
+            key = self.run_name(variant, seed)
+            state = self.load_state()
+            if state["jobs"].get(key, {}).get("status") in ("done", "failed"):
+                self.log(f"[ablate] {key}: {state['jobs'][key]['status']} already, skipped")
+                continue
+            run_dir = self.dir / "runs" / key
+            last = run_dir / "weights" / "last.pt"
+            cfg = replace(self.cfg, phi=variant, seed=seed, name=key, project=str(self.dir / "runs"),
+                          exist_ok=True, resume=str(run_dir) if last.is_file() else "")
+            self.log(f"[ablate] {key}: {'resuming' if cfg.resume else 'training'} ({i + 1}/{len(self.jobs())})")
+            t0 = time.time()
+            try:
+                result = Trainer(cfg, log=self.log, distributed=False).train()
+                entry = {"status": "done", "seconds": time.time() - t0, "save_dir": result["save_dir"]}
+            except (TrainingDiverged, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self.log(f"[ablate] {key} FAILED: {reason}")
+                self.log(traceback.format_exc(limit=3))
+                entry = {"status": "failed", "reason": reason, "seconds": time.time() - t0}
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            state = self.load_state()  # another rank may have written meanwhile
+            state["jobs"][key] = entry
+            self.save_state(state)
+
+    # ------------------------------------------------------------------ evaluation and report
+    def evaluate_all(self) -> list[dict]:
+        from nets.loader import load_model
+        from nets.summary import count_flops, count_parameters
+        from utils.data import load_data_spec, load_records
+        from utils.evaluate import evaluate_model
+        from utils.torch_utils import select_device
+
+        cfg = self.cfg
+        device = select_device(cfg.device)
+        spec = load_data_spec(cfg.data)
+        records, _ = load_records(spec, "val")
+        state = self.load_state()
+        rows = []
+        for variant in self.variants:
+            per_seed, failures = [], []
+            for seed in self.seeds:
+                key = self.run_name(variant, seed)
+                job = state["jobs"].get(key, {"status": "missing"})
+                best = self.dir / "runs" / key / "weights" / "best.pt"
+                if job["status"] != "done" or not best.is_file():
+                    failures.append(f"{key}: {job.get('reason', job['status'])}")
+                    continue
+                model = load_model(best, device=device)
+                res = evaluate_model(model, records, list(spec.names), cfg.img_size, cfg.batch_size, device,
+                                     cfg.conf_thres, cfg.iou_thres, metric="both", workers=cfg.workers)
+                per_seed.append({"seed": seed, "mAP50": res["coco"]["AP50"], "mAP50-95": res["coco"]["AP"],
+                                 "per_class": res["coco"]["per_class"], "model": model})
+            row = {"variant": variant, "seeds_done": len(per_seed), "failures": failures}
+            if per_seed:
+                model = per_seed[0]["model"].cpu()
+                row["params"] = count_parameters(model)
+                row["gflops"] = count_flops(model, cfg.img_size)[0] / 1e9
+                row["cpu_ms"] = measure_latency(model, cfg.img_size, torch.device("cpu"))
+                row["gpu_ms"] = (measure_latency(model, cfg.img_size, torch.device("cuda"))
+                                 if torch.cuda.is_available() else float("nan"))
+                for k in ("mAP50", "mAP50-95"):
+                    row[k], row[f"{k}_std"] = _mean_std([r[k] for r in per_seed])
+                names = list(per_seed[0]["per_class"])
+                row["per_class"] = {n: _mean_std([r["per_class"].get(n, float("nan")) for r in per_seed])[0]
+                                    for n in names}
+            rows.append(row)
+        return rows
+
+    def write_report(self, rows: list[dict]) -> None:
+        from utils.ablation_report import plot_curves, plot_map_vs_latency, write_tables
+
+        write_tables(rows, self.dir)
+        plot_map_vs_latency(rows, self.dir / "map_vs_latency.png")
+        plot_curves({v: [self.dir / "runs" / self.run_name(v, s) / "results.csv" for s in self.seeds]
+                     for v in self.variants}, self.dir / "map_curves.png")

@@ -1,0 +1,771 @@
+"""The one forward path: letterbox -> model -> decode -> NMS -> un-letterbox.
+
+`predict.py`, `get_map.py` and the evaluation during training all go through `Predictor`, so the boxes
+a user sees are exactly the boxes that get scored:
+
+    pred = Predictor.from_weights("runs/train/exp/weights/best.pt")    # or "model.onnx"
+    dets = pred([rgb_image, ...])      # per image {"boxes" (N,4) xyxy original px, "scores", "labels"}
+
+    # evaluation on batches that a data loader already letterboxed:
+    pred = Predictor(model, conf_thres=0.001, iou_thres=0.6, multi_label=True)
+    dets = pred.predict_tensor(images, infos)   # infos: LetterboxInfo or (scale, (pad_x, pad_y), (h, w))
+
+The "model" is a torch module (used as given: call .eval() first) or an onnxruntime session made
+from `export.py`'s file, whose metadata carries classes, input size and anchors.
+"""
+from __future__ import annotations
+
+import glob as _glob
+import json
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.decode import decode_outputs, non_max_suppression, unletterbox
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ONNX_META_KEY = "model_cfg"  # JSON of the checkpoint's model_cfg plus masks and strides
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """How one image was letterboxed: resize factor, (pad_x, pad_y) offset, original (h, w)."""
+
+    scale: float
+    pad: tuple[float, float]
+    shape: tuple[int, int]
+    input_shape: tuple[int, int] | None = None  # (S_h, S_w) of the network input it was placed in
+
+    @classmethod
+    def of(cls, obj: Any) -> "LetterboxInfo":
+        """Accept a LetterboxInfo, a dict with scale/pad/shape, or a (scale, pad, shape) tuple."""
+        if isinstance(obj, LetterboxInfo):
+            return obj
+        if isinstance(obj, dict):
+            return cls(float(obj["scale"]), tuple(obj["pad"]), tuple(int(v) for v in obj["shape"]))
+        scale, pad, shape = obj
+        return cls(float(scale), (float(pad[0]), float(pad[1])), (int(shape[0]), int(shape[1])))
+
+
+def resolve_device(device: str | torch.device | None = "") -> torch.device:
+    """'' -> cuda when available else cpu; '0' -> cuda:0; anything else as torch reads it."""
+    if isinstance(device, torch.device):
+        return device
+    device = (device or "").strip().lower()
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.isdigit():
+        device = f"cuda:{device}"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        key = (dtype or "fp32").lower().replace("float32", "fp32").replace("float16", "fp16").replace("half", "fp16")
+        key = key.replace("bfloat16", "bf16")
+        if key not in DTYPES:
+            raise ValueError(f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+        out = DTYPES[key]
+    if out == torch.float16 and device.type == "cpu":
+        raise ValueError("fp16 inference needs a CUDA device; on CPU use fp32 (or bf16)")
+    return out
+
+
+def is_onnx_session(model: Any) -> bool:
+    return hasattr(model, "run") and hasattr(model, "get_inputs") and hasattr(model, "get_modelmeta")
+
+
+def onnx_model_cfg(session: Any, path: str = "the ONNX model") -> dict:
+    """The model_cfg that export.py stored in the ONNX metadata (classes, img_size, anchors, ...)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if ONNX_META_KEY not in meta:
+        raise ValueError(f"{path}: no '{ONNX_META_KEY}' metadata (class names, input size, anchors); "
+                         "export it with `python export.py --weights best.pt --format onnx`")
+    return json.loads(meta[ONNX_META_KEY])
+
+
+def load_onnx_session(path: str | Path, device: torch.device, threads: int = 0) -> Any:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in available:
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = max(0, int(threads))  # 0: one per physical core
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+
+
+class Predictor:
+    """Images in, detections in original pixels out; the same steps for every caller."""
+
+    def __init__(self, model: Any, *, img_size: int | None = None, class_names: Sequence[str] | None = None,
+                 anchors: Any = None, masks: Sequence[Sequence[int]] | None = None,
+                 strides: Sequence[int] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
+                 max_det: int = 300, classes: Sequence[int | str] | None = None, agnostic: bool = False,
+                 multi_label: bool = False, rect: bool = True, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None):
+        self.model = model
+        self.onnx = is_onnx_session(model)
+        if self.onnx:
+            cfg = onnx_model_cfg(model)
+            self.device = resolve_device(device) if device is not None else torch.device("cpu")
+            self.dtype = torch.float32
+            inp = model.get_inputs()[0]
+            self._input_name = inp.name
+            self._onnx_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+            self._output_names = [o.name for o in model.get_outputs()]
+            fixed_hw = inp.shape[2:4] if all(isinstance(v, int) for v in inp.shape[2:4]) else None
+            if fixed_hw is not None:  # a graph exported for one input size: square letterbox to it
+                if img_size and int(img_size) != fixed_hw[0]:
+                    raise ValueError(f"this ONNX model takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; "
+                                     "export it without --static for other sizes")
+                img_size, rect = fixed_hw[0], False
+            num_classes = int(cfg["num_classes"])
+            defaults = dict(img_size=int(cfg.get("img_size", 416)), class_names=cfg.get("class_names"),
+                            anchors=cfg["anchors"], masks=cfg.get("masks", ((3, 4, 5), (1, 2, 3))),
+                            strides=cfg.get("strides", (32, 16)))
+        else:
+            param = next(model.parameters())
+            self.device = resolve_device(device) if device is not None else param.device
+            self.dtype = resolve_dtype(dtype, self.device) if dtype is not None else param.dtype
+            num_classes = int(model.num_classes)
+            defaults = dict(img_size=getattr(model, "img_size", 416), class_names=getattr(model, "class_names", None),
+                            anchors=model.anchors, masks=model.masks, strides=model.strides)
+        self.num_classes = num_classes
+        self.img_size = int(img_size or defaults["img_size"])
+        if self.img_size % 32 or self.img_size <= 0:
+            raise ValueError(f"img_size {self.img_size} must be a positive multiple of 32")
+        names = class_names or defaults["class_names"] or [str(i) for i in range(num_classes)]
+        self.class_names = list(names)
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a {num_classes}-class model")
+        anchors = defaults["anchors"] if anchors is None else anchors
+        if isinstance(anchors, torch.Tensor):
+            anchors = anchors.detach().float().cpu().numpy()
+        self.anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float32)).reshape(-1, 2).to(self.device)
+        self.masks = [list(m) for m in (masks or defaults["masks"])]
+        self.strides = list(strides or defaults["strides"])
+        self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), int(max_det)
+        self.classes = self.resolve_classes(classes)
+        self.agnostic, self.multi_label, self.rect = bool(agnostic), bool(multi_label), bool(rect)
+        self.times = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "images": 0}
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_weights(cls, weights: str | Path, device: str | torch.device | None = "",
+                     dtype: str | torch.dtype | None = "fp32", fuse: bool = True, threads: int = 0,
+                     **kwargs: Any) -> "Predictor":
+        """Load a project checkpoint (.pt) or an exported .onnx; phi, classes, size come from the file.
+
+        threads > 0 caps the CPU threads (torch's global setting, or the onnxruntime session's).
+        """
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights not found: {path} (pass --weights path/to/best.pt or model.onnx)")
+        dev = resolve_device(device)
+        if path.suffix.lower() == ".onnx":
+            if dtype not in (None, "fp32", torch.float32):
+                raise ValueError("an ONNX model runs in the precision it was exported in (fp32); drop --dtype")
+            session = load_onnx_session(path, dev, threads)
+            onnx_model_cfg(session, str(path))  # fail here, naming the file, when metadata is missing
+            return cls(session, device=dev, **kwargs)
+        from nets.loader import load_model
+
+        dt = resolve_dtype(dtype, dev)
+        if threads > 0:
+            torch.set_num_threads(int(threads))
+        model = load_model(path, device="cpu")
+        kwargs.setdefault("anchors", model.anchors.clone())  # float32: bf16 would round 319 to 320
+        if fuse:
+            from utils.fuse import fuse_conv_bn
+
+            model = fuse_conv_bn(model, inplace=True)
+        # channels-last: oneDNN (CPU) and cuDNN (fp16/bf16 tensor cores) run these convs faster so
+        model = model.to(device=dev, dtype=dt, memory_format=torch.channels_last).eval()
+        return cls(model, device=dev, dtype=dt, **kwargs)
+
+    def resolve_classes(self, classes: Sequence[int | str] | None) -> list[int] | None:
+        """Class filter given as ids or names -> ids; unknown ones raise naming the valid choices."""
+        if classes is None or len(classes) == 0:
+            return None
+        ids = []
+        for c in classes:
+            if isinstance(c, (int, np.integer)) or (isinstance(c, str) and c.strip().isdigit()):
+                i = int(c)
+                if not 0 <= i < self.num_classes:
+                    raise ValueError(f"class id {i} out of range 0..{self.num_classes - 1}")
+                ids.append(i)
+            elif c in self.class_names:
+                ids.append(self.class_names.index(c))
+            else:
+                raise ValueError(f"unknown class '{c}'; the model knows: {', '.join(self.class_names)}")
+        return sorted(set(ids))
+
+    # ---- the three steps ----------------------------------------------------------------------
+    def input_shape(self, h: int, w: int) -> tuple[int, int]:
+        """Network input (S_h, S_w) for an h x w image.
+
+        rect=True: the long side becomes img_size and the short side is padded only up to the next
+        multiple of 32 (a 4:3 photo at 416 runs at 416x320: 23% less compute than 416x416, same
+        scale, so the same objects at the same size). rect=False: always img_size x img_size.
+        """
+        s = self.img_size
+        if not self.rect:
+            return s, s
+        scale = s / max(h, w)
+        return (min(s, -(-max(1, round(h * scale)) // 32) * 32), min(s, -(-max(1, round(w * scale)) // 32) * 32))
+
+    def preprocess(self, images: Sequence[np.ndarray], shape: tuple[int, int] | None = None
+                   ) -> tuple[torch.Tensor, list[LetterboxInfo]]:
+        """RGB uint8 images -> one letterboxed (B, 3, S_h, S_w) batch in [0, 1] on the device, and how
+        each image was placed. shape defaults to the smallest that holds every image's input_shape."""
+        from utils.data.letterbox import letterbox
+
+        for img in images:
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
+        if shape is None:
+            shapes = [self.input_shape(*img.shape[:2]) for img in images]
+            shape = (max(h for h, _ in shapes), max(w for _, w in shapes))
+        boxed, infos = [], []
+        for img in images:
+            out, scale, pad = letterbox(img, shape)
+            boxed.append(out)
+            infos.append(LetterboxInfo(float(scale), (float(pad[0]), float(pad[1])), (img.shape[0], img.shape[1]),
+                                       (int(shape[0]), int(shape[1]))))
+        # uint8 travels to the device (4x fewer bytes); permute keeps it channels-last in memory
+        x = torch.from_numpy(np.stack(boxed)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return x.to(self.dtype).div_(255), infos
+
+    @torch.inference_mode()
+    def infer(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Raw head maps [out_s32, out_s16] for a preprocessed batch."""
+        if not self.onnx:
+            return list(self.model(x.to(self.dtype)))
+        x_np = x.float().contiguous().cpu().numpy()
+        b = self._onnx_batch
+        if b is None or b == x_np.shape[0]:
+            outs = self.model.run(self._output_names, {self._input_name: x_np})
+        else:  # a fixed-batch export: feed it chunks of its own batch size, padding the last one
+            chunks = []
+            for i in range(0, x_np.shape[0], b):
+                part = x_np[i:i + b]
+                n = part.shape[0]
+                if n < b:
+                    part = np.concatenate([part, np.zeros((b - n, *part.shape[1:]), part.dtype)])
+                chunks.append([o[:n] for o in self.model.run(self._output_names, {self._input_name: part})])
+            outs = [np.concatenate(parts) for parts in zip(*chunks)]
+        return [torch.from_numpy(o).to(self.device) for o in outs]
+
+    @torch.inference_mode()
+    def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
+        """Decode + NMS in network-input pixels, then boxes back to each original image, clipped."""
+        pred = decode_outputs(raw, self.anchors, self.masks, self.strides)
+        dets = non_max_suppression(pred, self.conf_thres, self.iou_thres, self.max_det, self.classes,
+                                   self.agnostic, self.multi_label)
+        for det, info in zip(dets, infos):
+            info = LetterboxInfo.of(info)
+            det["boxes"] = unletterbox(det["boxes"], info.scale, info.pad, info.shape)
+        return dets
+
+    # ---- entry points -------------------------------------------------------------------------
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        return self.detect(images)[0]
+
+    def detect(self, images: Sequence[np.ndarray], attention: bool = False) -> tuple[
+            list[dict[str, torch.Tensor]], list[LetterboxInfo], list[list[torch.Tensor]], list[dict[str, torch.Tensor]]]:
+        """Per image: detections, letterbox info, raw head maps (no batch dim), attention maps (1, h, w).
+
+        Images are batched by input shape, so an image's boxes never depend on what it was batched
+        with (padding is that image's own).
+        """
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(self.input_shape(*img.shape[:2]), []).append(i)
+        n = len(images)
+        dets: list = [None] * n
+        infos: list = [None] * n
+        raws: list = [None] * n
+        maps: list = [{} for _ in range(n)]
+        for shape, idx in groups.items():
+            t0 = self._now()
+            x, group_infos = self.preprocess([images[i] for i in idx], shape)
+            t1 = self._now()
+            group_maps: dict[str, torch.Tensor] = {}
+            if attention:
+                raw, group_maps = self.infer_with_attention(x)
+            else:
+                raw = self.infer(x)
+            t2 = self._now()
+            group_dets = self.postprocess(raw, group_infos)
+            t3 = self._now()
+            self.times["preprocess"] += t1 - t0
+            self.times["inference"] += t2 - t1
+            self.times["postprocess"] += t3 - t2
+            for k, i in enumerate(idx):
+                dets[i], infos[i] = group_dets[k], group_infos[k]
+                raws[i] = [r[k] for r in raw]
+                maps[i] = {site: m[k] for site, m in group_maps.items()}
+        self.times["images"] += n
+        return dets, infos, raws, maps
+
+    def predict_tensor(self, x: torch.Tensor, infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
+        """Detections for a batch a data loader already letterboxed (float (B, 3, S_h, S_w) in [0, 1]).
+
+        The boxes equal those of `__call__` on the same images when the loader placed each image as
+        `input_shape(h, w)` says (square img_size when rect=False); `predict_paths` does that for files.
+        """
+        return self.postprocess(self.infer(x.to(self.device)), infos)
+
+    def infer_with_attention(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Raw heads and, per attention site that has a spatial gate (CBAM, sSE/scSE, CA), its (B, 1, h, w) map."""
+        if self.onnx:
+            raise ValueError("attention maps need the PyTorch weights (.pt), not an ONNX model")
+        blocks = {site: b for site, b in self.model.attention_blocks().items() if hasattr(b, "keep_maps")}
+        for b in blocks.values():
+            b.keep_maps, b.last_maps = True, None
+        try:
+            raw = self.infer(x)
+        finally:
+            for b in blocks.values():
+                b.keep_maps = False
+        maps = {site: b.last_maps.float() for site, b in blocks.items() if getattr(b, "last_maps", None) is not None}
+        return raw, maps
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def speed(self) -> dict[str, float]:
+        """Mean milliseconds per image of each step so far."""
+        n = max(1, self.times["images"])
+        return {k: 1000 * v / n for k, v in self.times.items() if k != "images"}
+
+    def describe(self) -> str:
+        kind = "onnxruntime" if self.onnx else f"torch {str(self.dtype).replace('torch.', '')}"
+        size = f"{self.img_size} ({'rect: long side' if self.rect else 'square'})"
+        return (f"{self.num_classes} classes, input {size}, {kind} on {self.device}, "
+                f"conf {self.conf_thres}, iou {self.iou_thres}, max_det {self.max_det}")
+
+
+def detections_to_numpy(det: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {"boxes": det["boxes"].float().cpu().numpy(), "scores": det["scores"].float().cpu().numpy(),
+            "labels": det["labels"].cpu().numpy()}
+
+
+# =================================================================================================
+# Running over user sources (predict.py): images, folders, globs, videos, cameras -> a run folder.
+# =================================================================================================
+IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".gif", ".asf", ".ts"}
+
+
+@dataclass
+class Source:
+    kind: str  # "image" | "video" | "camera"
+    path: str
+
+
+def collect_sources(specs: Sequence[str]) -> tuple[list[Source], list[str]]:
+    """Expand paths, folders (their images and videos, sorted), globs and camera indices.
+
+    Returns the sources and a list of problems (missing paths, empty folders) to report.
+    """
+    sources: list[Source] = []
+    problems: list[str] = []
+
+    def kind_of(p: Path) -> str:
+        return "video" if p.suffix.lower() in VIDEO_EXTS else "image"
+
+    for spec in specs:
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            if not files:
+                problems.append(f"{spec}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))}; "
+                                f"{', '.join(sorted(VIDEO_EXTS))})")
+            sources += [Source(kind_of(f), str(f)) for f in files]
+        elif p.is_file():
+            sources.append(Source(kind_of(p), str(p)))
+        elif spec.strip().isdigit():
+            sources.append(Source("camera", spec.strip()))
+        elif any(ch in spec for ch in "*?["):
+            files = sorted(Path(f) for f in _glob.glob(str(p), recursive=True) if Path(f).is_file())
+            if not files:
+                problems.append(f"{spec}: pattern matches no file")
+            sources += [Source(kind_of(f), str(f)) for f in files]
+        else:
+            problems.append(f"{spec}: no such file or folder")
+    return sources, problems
+
+
+@dataclass
+class PredictOptions:
+    save_img: bool = True
+    save_txt: bool = False
+    save_voc: bool = False
+    save_crop: bool = False
+    count: bool = False
+    heatmap: bool = False
+    attention_maps: bool = False
+    line_width: int | None = None
+    hide_labels: bool = False
+    hide_conf: bool = False
+    batch_size: int = 8
+    vid_stride: int = 1
+    max_frames: int = 0  # per video/camera; 0 = all (a camera runs until Ctrl+C)
+
+
+@dataclass
+class PredictSummary:
+    run_dir: Path
+    images: int = 0
+    frames: int = 0
+    detections: int = 0
+    counts: Counter = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+class RunWriter:
+    """Writes everything predict.py produces into one run folder."""
+
+    def __init__(self, run_dir: Path, class_names: Sequence[str], opts: PredictOptions):
+        self.run_dir, self.names, self.opts = Path(run_dir), list(class_names), opts
+        self.entries: list[dict] = []
+        self.per_image_counts: list[dict] = []
+        self._used: set[str] = set()
+        self.summary = PredictSummary(self.run_dir)
+
+    def unique_stem(self, path: str) -> str:
+        """Output base name for `path`; two inputs called img.jpg in different folders get img, img_2."""
+        stem = Path(path).stem or "image"
+        name, k = stem, 2
+        while name in self._used:
+            name, k = f"{stem}_{k}", k + 1
+        self._used.add(name)
+        return name
+
+    def record(self, path: str, img: np.ndarray, det: dict[str, np.ndarray], frame: int | None = None,
+               stem: str | None = None) -> np.ndarray | None:
+        """Add one image's detections to predictions.json (and txt/VOC/crops); return the annotated image."""
+        h, w = img.shape[:2]
+        boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
+        entry: dict[str, Any] = {"image": str(path)}
+        if frame is not None:
+            entry["frame"] = int(frame)
+        entry.update(width=int(w), height=int(h), detections=[
+            {"class_id": int(c), "class": self.names[int(c)], "score": round(float(s), 5),
+             "xyxy": [round(float(v), 3) for v in b]} for b, s, c in zip(boxes, scores, labels)])
+        self.entries.append(entry)
+        counts = Counter(self.names[int(c)] for c in labels)
+        self.summary.counts.update(counts)
+        self.summary.detections += len(labels)
+        if self.opts.count:
+            self.per_image_counts.append({"image": str(path), **({"frame": frame} if frame is not None else {}),
+                                          "counts": dict(counts)})
+        stem = stem or self.unique_stem(path)
+        if frame is not None:
+            stem = f"{stem}_{frame:06d}"
+        if self.opts.save_txt:
+            self._write_txt(stem, w, h, boxes, scores, labels)
+        if self.opts.save_voc:
+            self._write_voc(stem, path, w, h, boxes, labels)
+        if self.opts.save_crop:
+            self._write_crops(stem, img, boxes, labels)
+        if not self.opts.save_img:
+            return None
+        from utils.draw import draw_detections
+
+        return draw_detections(img, boxes, scores, labels, self.names, self.opts.line_width,
+                               self.opts.hide_labels, self.opts.hide_conf)
+
+    def _write_txt(self, stem, w, h, boxes, scores, labels):
+        d = self.run_dir / "labels"
+        d.mkdir(exist_ok=True)
+        lines = []
+        for (x1, y1, x2, y2), s, c in zip(boxes, scores, labels):
+            lines.append(f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} "
+                         f"{(y2 - y1) / h:.6f} {float(s):.5f}")
+        (d / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
+
+    def _write_voc(self, stem, path, w, h, boxes, labels):
+        d = self.run_dir / "voc"
+        d.mkdir(exist_ok=True)
+        root = ET.Element("annotation")
+        ET.SubElement(root, "filename").text = Path(path).name
+        size = ET.SubElement(root, "size")
+        for k, v in (("width", w), ("height", h), ("depth", 3)):
+            ET.SubElement(size, k).text = str(v)
+        for (x1, y1, x2, y2), c in zip(boxes, labels):
+            obj = ET.SubElement(root, "object")
+            ET.SubElement(obj, "name").text = self.names[int(c)]
+            ET.SubElement(obj, "difficult").text = "0"
+            bb = ET.SubElement(obj, "bndbox")
+            # our xyxy is 0-based continuous; VOC is 1-based inclusive: xmin = x1 + 1, xmax = x2
+            vals = (round(float(x1)) + 1, round(float(y1)) + 1, max(round(float(x2)), round(float(x1)) + 1),
+                    max(round(float(y2)), round(float(y1)) + 1))
+            for k, v in zip(("xmin", "ymin", "xmax", "ymax"), vals):
+                ET.SubElement(bb, k).text = str(int(v))
+        ET.indent(root)
+        ET.ElementTree(root).write(d / f"{stem}.xml", encoding="utf-8")
+
+    def _write_crops(self, stem, img, boxes, labels):
+        import cv2
+
+        h, w = img.shape[:2]
+        for i, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels)):
+            xa, ya = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+            xb, yb = min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
+            if xb <= xa or yb <= ya:
+                continue
+            d = self.run_dir / "crops" / _safe_name(self.names[int(c)])
+            d.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(d / f"{stem}_{i}.jpg"), cv2.cvtColor(img[ya:yb, xa:xb], cv2.COLOR_RGB2BGR))
+
+    def close(self) -> PredictSummary:
+        (self.run_dir / "predictions.json").write_text(json.dumps(self.entries, indent=1))
+        self.summary.outputs.append(str(self.run_dir / "predictions.json"))
+        if self.opts.count:
+            counts = {"total": dict(sorted(self.summary.counts.items())), "per_image": self.per_image_counts}
+            (self.run_dir / "counts.json").write_text(json.dumps(counts, indent=1))
+        return self.summary
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "class"
+
+
+def _read_image(path: str) -> tuple[np.ndarray | None, str | None]:
+    from utils.data.image import ImageError, load_image
+
+    try:
+        return load_image(path), None
+    except (ImageError, OSError, ValueError) as e:
+        return None, str(e)
+
+
+def _imwrite(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarray, info: LetterboxInfo,
+              raw_i: list[torch.Tensor], maps_i: dict[str, torch.Tensor]) -> None:
+    """Objectness per head and attention spatial gates, mapped onto the original image."""
+    from utils.decode import objectness_maps
+    from utils.draw import map_to_image, overlay_heatmap, tile
+
+    size = info.input_shape or (predictor.img_size, predictor.img_size)
+    if writer.opts.heatmap:
+        heads = objectness_maps([r[None] for r in raw_i], len(predictor.masks[0]))
+        panels = [overlay_heatmap(img, map_to_image(m[0].cpu().numpy(), info.scale, info.pad, info.shape, size))
+                  for m in heads]
+        d = writer.run_dir / "heatmaps"
+        d.mkdir(exist_ok=True)
+        titles = [f"objectness stride {s}" for s in predictor.strides]
+        _imwrite(d / f"{stem}.jpg", tile(panels, titles))
+    if writer.opts.attention_maps and maps_i:
+        panels, titles = [], []
+        for site, m in maps_i.items():
+            mm = map_to_image(m[0].cpu().numpy(), info.scale, info.pad, info.shape, size)
+            panels.append(overlay_heatmap(img, mm, normalize=True))
+            titles.append(f"{site} gate [{float(m.min()):.3f}, {float(m.max()):.3f}]")
+        d = writer.run_dir / "attention"
+        d.mkdir(exist_ok=True)
+        _imwrite(d / f"{stem}.jpg", tile(panels, titles))
+
+
+def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, opts: PredictOptions,
+                log: Any = print) -> PredictSummary:
+    """Detect on every source, writing annotated media, predictions.json and the optional extras."""
+    from tqdm import tqdm
+
+    writer = RunWriter(run_dir, predictor.class_names, opts)
+    want_maps = opts.attention_maps and not predictor.onnx
+    if opts.attention_maps:
+        if predictor.onnx:
+            log("warning: --attention-maps needs .pt weights (ONNX models do not expose the gates); skipped")
+        elif not _has_spatial_gates(predictor):
+            log("warning: this model's attention blocks are channel-only (no spatial gate: none/SE/ECA/cSE); "
+                "--attention-maps draws CBAM, sSE/scSE and CA models")
+            want_maps = False
+    images = [s.path for s in sources if s.kind == "image"]
+    streams = [s for s in sources if s.kind != "image"]
+    try:
+        if images:
+            _run_images(predictor, images, writer, opts, want_maps, tqdm, log)
+        for src in streams:
+            _run_stream(predictor, src, writer, opts, log)
+    except KeyboardInterrupt:
+        log("interrupted: writing what was processed so far")
+    finally:  # predictions.json is written even when something fails half-way
+        summary = writer.close()
+    return summary
+
+
+def _has_spatial_gates(predictor: Predictor) -> bool:
+    from nets.attention import AttentionBlock
+
+    return any(type(b).spatial_map is not AttentionBlock.spatial_map
+               for b in predictor.model.attention_blocks().values())
+
+
+@dataclass
+class ImageResult:
+    """One image of `predict_paths`: its detections, or the error that kept it from being read."""
+
+    path: str
+    image: np.ndarray | None = None
+    det: dict[str, torch.Tensor] | None = None
+    info: LetterboxInfo | None = None
+    raw: list[torch.Tensor] | None = None
+    maps: dict[str, torch.Tensor] | None = None
+    error: str | None = None
+
+
+def predict_paths(predictor: Predictor, paths: Sequence[str | Path], batch_size: int = 8,
+                  attention: bool = False) -> Any:
+    """Yield an ImageResult per path, in order: read (threads, one batch ahead), detect in batches.
+
+    The loop predict.py runs over image files; evaluation over image files can use it as is. A file
+    that cannot be read yields an ImageResult with `error` set (naming the file) and no detections.
+    """
+    paths = [str(p) for p in paths]
+    bs = max(1, int(batch_size))
+    batches = [paths[i:i + bs] for i in range(0, len(paths), bs)]
+    # decode the next batch in threads while the model runs on this one (cv2 releases the GIL)
+    with ThreadPoolExecutor(max_workers=min(4, bs)) as pool:
+        pending = [pool.submit(_read_image, p) for p in batches[0]] if batches else []
+        for bi, batch in enumerate(batches):
+            loaded = [f.result() for f in pending]
+            pending = [pool.submit(_read_image, p) for p in batches[bi + 1]] if bi + 1 < len(batches) else []
+            ok = [i for i, (img, _) in enumerate(loaded) if img is not None]
+            results: dict[int, ImageResult] = {}
+            if ok:
+                dets, infos, raws, maps = predictor.detect([loaded[i][0] for i in ok], attention=attention)
+                for k, i in enumerate(ok):
+                    results[i] = ImageResult(batch[i], loaded[i][0], dets[k], infos[k], raws[k], maps[k])
+            for i, path in enumerate(batch):
+                if i in results:
+                    yield results[i]
+                else:
+                    err = loaded[i][1] or "cannot read image"
+                    yield ImageResult(path, error=err if path in err else f"{path}: {err}")
+
+
+def _run_images(predictor, paths, writer, opts, want_maps, tqdm, log):
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None)
+    for r in predict_paths(predictor, paths, opts.batch_size, attention=want_maps):
+        bar.update(1)
+        if r.error is not None:
+            writer.summary.skipped.append(r.error)
+            bar.write(f"skipped {r.error}")
+            continue
+        stem = writer.unique_stem(r.path)
+        annotated = writer.record(r.path, r.image, detections_to_numpy(r.det), stem=stem)
+        if annotated is not None:
+            _imwrite(writer.run_dir / f"{stem}{_image_suffix(r.path)}", annotated)
+        if opts.heatmap or want_maps:
+            _overlays(predictor, writer, stem, r.image, r.info, r.raw, r.maps)
+        writer.summary.images += 1
+    bar.close()
+
+
+def _image_suffix(path: str) -> str:
+    s = Path(path).suffix.lower()
+    return s if s in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"} else ".jpg"
+
+
+def _run_stream(predictor, src: Source, writer: RunWriter, opts: PredictOptions, log):
+    """A video file or a camera: frames in batches; annotated video + one JSON entry per frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(int(src.path) if src.kind == "camera" else src.path)
+    if not cap.isOpened():
+        msg = (f"camera {src.path}: cannot open it (is it connected? try another index)" if src.kind == "camera"
+               else f"{src.path}: cannot open video (unsupported codec or corrupt file)")
+        writer.summary.skipped.append(msg)
+        log(f"skipped {msg}")
+        return
+    name = f"camera{src.path}" if src.kind == "camera" else src.path
+    stem = writer.unique_stem(name)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = fps if 0 < fps < 1000 else 25.0
+    out, out_path = None, None
+    stride = max(1, opts.vid_stride)
+    index, done, batch = -1, 0, []
+    if opts.heatmap or opts.attention_maps:
+        log(f"note: --heatmap/--attention-maps are written for images only, not for {name}")
+
+    def flush():
+        nonlocal out, out_path
+        if not batch:
+            return
+        dets, _, _, _ = predictor.detect([f for _, f in batch])
+        for (i, frame), det in zip(batch, dets):
+            annotated = writer.record(name, frame, detections_to_numpy(det), frame=i, stem=stem)
+            if annotated is not None:
+                if out is None:
+                    out, out_path = _open_video_writer(writer.run_dir, stem, fps / stride, frame.shape[1], frame.shape[0])
+                out.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+            writer.summary.frames += 1
+        batch.clear()
+
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            index += 1
+            if index % stride:
+                continue
+            batch.append((index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            done += 1
+            # a camera is live: no batching delay; a file is read ahead a batch at a time
+            if len(batch) >= (1 if src.kind == "camera" else max(1, opts.batch_size)):
+                flush()
+            if opts.max_frames and done >= opts.max_frames:
+                break
+        flush()
+    finally:
+        cap.release()
+        if out is not None:
+            out.release()
+            writer.summary.outputs.append(str(out_path))
+    if done == 0:
+        msg = f"{name}: no frame could be decoded"
+        writer.summary.skipped.append(msg)
+        log(f"skipped {msg}")
+
+
+def _open_video_writer(run_dir: Path, stem: str, fps: float, w: int, h: int):
+    import cv2
+
+    for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
+        path = run_dir / f"{stem}{suffix}"
+        vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))
+        if vw.isOpened():
+            return vw, path
+        vw.release()
+    raise OSError(f"OpenCV cannot write a video to {run_dir} (no mp4v or MJPG encoder)")

@@ -1,0 +1,88 @@
+"""Small torch helpers: device choice, seeding, EMA of weights, unwrapping DDP."""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def select_device(device: str = "") -> torch.device:
+    """'' -> cuda (this process's LOCAL_RANK under torchrun) when available, else cpu."""
+    device = (device or "").strip().lower()
+    if device in ("", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.isdigit():
+        device = f"cuda:{device}"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu")
+        if device == "cuda" and "LOCAL_RANK" in os.environ:
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return torch.device(device)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_state() -> dict:
+    """Every RNG the training loop touches, as plain data (loads with weights_only=True)."""
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+             "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+             "numpy_pos": int(np.random.get_state()[2]), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def de_parallel(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP/DataParallel (its state_dict has no 'module.' prefix)."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+class ModelEMA:
+    """Exponential moving average of weights, with a warm-up of the decay.
+
+    decay_t = decay * (1 - exp(-updates / tau)): early on the average follows the model closely,
+    later it smooths over ~1/(1-decay) steps. Buffers (BN statistics) are averaged too.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0):
+        self.ema = copy.deepcopy(de_parallel(model)).eval()
+        self.decay, self.tau, self.updates = decay, tau, updates
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    def current_decay(self) -> float:
+        return self.decay * (1 - math.exp(-self.updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.current_decay()
+        msd = de_parallel(model).state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
