@@ -204,14 +204,19 @@ class ReferenceProcess:
         self.proc.wait(timeout=30)
 
 
-def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, dict[str, float]]:
+def interleaved(fns: dict, runs: int, warmup: int, gap: float = 0.05) -> dict[str, dict[str, float]]:
     """Time each callable `runs` times, round-robin (rotating the order), so that load changes on a
-    shared machine hit every pipeline alike. A callable may return its own elapsed seconds."""
+    shared machine hit every pipeline alike. A callable may return its own elapsed seconds.
+
+    `gap` seconds of idle before each call let the previous pipeline's OpenMP / onnxruntime worker
+    threads stop spin-waiting, so one pipeline's threads never slow the next one down.
+    """
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(warmup + runs):
         k = rep % len(names)
         for n in names[k:] + names[:k]:
+            time.sleep(gap)
             t = time.perf_counter()
             own = fns[n]()
             dt = own if isinstance(own, float) else time.perf_counter() - t

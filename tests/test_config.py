@@ -72,3 +72,12 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(DEFAULT_CONFIG, {"epochs": 3, "phi": "ca", "attention_sites": ["feat2"]})
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_giving_epochs_switches_the_default_time_budget_off(tmp_path):
+    assert load_config(DEFAULT_CONFIG).time > 0  # the built-in set's recipe is a time budget
+    assert load_config(DEFAULT_CONFIG, {"epochs": 50}).time == 0
+    assert load_config(DEFAULT_CONFIG, {"epochs": 50, "time": 5}).time == 5
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("epochs: 30\n")
+    assert load_config(mine).time == 0

@@ -37,11 +37,11 @@ class Config:
     weights: str = ""  # initial weights: project checkpoint, Darknet .weights / .conv.29, reference .pth
     # --- data ---
     data: str = "synthetic"  # data YAML, VOCdevkit folder, COCO json, YOLO-txt root, or "synthetic"
-    img_size: int = 416
+    img_size: int = 320
     workers: int = 2
     # --- schedule ---
-    epochs: int = 100
-    time: float = 0.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
+    epochs: int = 100  # used when time is 0; setting epochs (file or flag) without time sets time to 0
+    time: float = 18.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
     batch_size: int = 16
     nbs: int = 16  # the batch size lr0 is tuned for; other sizes scale lr (linear for SGD, sqrt for Adam)
     optimizer: str = "adamw"  # adamw | adam | sgd (nesterov)
@@ -219,7 +219,8 @@ def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, A
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         sources.append((loaded, str(path)))
     sources.append((overrides or {}, "the command line"))
-    for mapping, source in sources:
+    for i, (mapping, source) in enumerate(sources):
+        keys = set()
         for key, value in mapping.items():
             key = ALIASES.get(key, key) if key in ALIASES else key.replace("-", "_")
             if key is None:
@@ -227,6 +228,11 @@ def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, A
             if key not in types_:
                 raise _unknown_key(key, source)
             values[key] = _coerce(key, value, types_[key])
+            keys.add(key)
+        # asking for a number of epochs means "train that long", not "within the default budget"
+        is_defaults_file = path and i == 0 and Path(path).resolve() == DEFAULT_CONFIG.resolve()
+        if "epochs" in keys and "time" not in keys and not is_defaults_file:
+            values["time"] = 0.0
     cfg = Config(**values)
     return validate(cfg) if check else cfg
 
