@@ -162,3 +162,11 @@ def test_ddp_two_cpu_processes_match_one_process(tiny_voc, tmp_path):
     apart = sum((a[k] - b[k]).pow(2).sum() for k in keys).sqrt()
     assert moved > 0
     assert apart < 0.2 * moved, (float(apart), float(moved))
+
+
+def test_time_budget_replans_and_stops(tiny_voc, tmp_path):
+    # a 1.2-second budget: the first epoch alone takes longer, so the run ends after it
+    res = run(make_cfg(tiny_voc, tmp_path, epochs=50, time=0.02, name="timed"))
+    rows = list(csv.DictReader(open(Path(res["save_dir"]) / "results.csv")))
+    assert len(rows) == 1
+    assert load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")["train"]["epochs"] == 1

@@ -205,7 +205,8 @@ class Trainer:
         warmup_iters = min(max(round(cfg.warmup_epochs * nb), 50 if cfg.warmup_epochs > 0 else 0), max(1, nb * max(self.epochs, 1) // 2))
         epoch_times: list[float] = []
         metrics = {}
-        for epoch in range(self.start_epoch, self.epochs):
+        epoch = self.start_epoch - 1
+        while (epoch := epoch + 1) < self.epochs:  # not range(): a --time budget re-plans self.epochs
             t_epoch = time.time()
             self.set_freeze(epoch < cfg.freeze_epochs)
             self.sampler.set_epoch(epoch)
