@@ -19,25 +19,15 @@ from nets.loader import load_model, model_cfg_of
 from nets.yolo import YoloBody
 from utils.checkpoint import save_checkpoint
 
+from helpers import random_detector
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc"]
 SIZE = 64
 
 
 def spread_model(phi: str) -> YoloBody:
-    """Random weights with realistic activation sizes (default init shrinks them towards 0)."""
-    torch.manual_seed(0)
-    m = YoloBody(len(NAMES), phi).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(mod.weight, a=0.1)
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.8, 1.2)
-        for h in m.heads:
-            torch.nn.init.normal_(h.weight, 0, 0.15)
-    return m
+    return random_detector(phi, len(NAMES))
 
 
 @pytest.fixture(scope="module")

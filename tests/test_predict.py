@@ -19,25 +19,14 @@ from nets.yolo import YoloBody
 from utils.checkpoint import save_checkpoint
 from utils.runs import WeightsNotFoundError, increment_dir, latest_weights
 
+from helpers import random_detector
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc", "tri"]
 
 
 def tiny_model(phi: str = "cbam", num_classes: int = 3, seed: int = 0) -> YoloBody:
-    """Random weights that still give a spread of scores (default init makes every score 0.25)."""
-    torch.manual_seed(seed)
-    m = YoloBody(num_classes, phi).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(mod.weight, a=0.1)
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.1, 0.1)
-                mod.running_var.uniform_(0.8, 1.2)
-        for h in m.heads:
-            torch.nn.init.normal_(h.weight, 0, 0.15)
-            torch.nn.init.zeros_(h.bias)
-    return m
+    return random_detector(phi, num_classes, seed, zero_head_bias=True)
 
 
 def write_checkpoint(path: Path, phi: str = "cbam", img_size: int = 96) -> Path:
