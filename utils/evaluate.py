@@ -334,25 +334,29 @@ def make_predictor(model: Any, class_names: Sequence[str] | None, img_size: int,
 @torch.inference_mode()
 def run_inference(predictor: Any, records: Sequence[Any], batch_size: int = 16, workers: int = 0,
                   progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, torch.Tensor]]:
-    """Detections (original pixels, CPU) for every record, in record order: batched over EvalDataset."""
+    """Detections (original pixels, CPU) for every record, in record order.
+
+    Runs predict.py's own loop (`predict_paths`: same reader, letterbox geometry and batching), so
+    evaluation scores exactly the boxes predict.py draws. Images are read by threads one batch
+    ahead; `workers` is accepted for callers' convenience and not needed. An unreadable image is
+    scored as having no detections, and counted.
+    """
     from tqdm import tqdm
 
-    from utils.data.dataset import EvalDataset, make_loader
+    from utils.predictor import predict_paths
 
-    ds = EvalDataset(list(records), predictor.img_size)
-    loader = make_loader(ds, batch_size, workers=workers, shuffle=False)
-    out: list[dict[str, torch.Tensor] | None] = [None] * len(records)
-    for images, idx, scales, pads in tqdm(loader, desc="inference", unit="batch", disable=not progress,
-                                          leave=False):
-        x = images.to(predictor.device, non_blocking=True).float().div_(255)
-        infos = [(float(s), (float(p[0]), float(p[1])), (records[i].height, records[i].width))
-                 for i, s, p in zip(idx.tolist(), scales.tolist(), pads.tolist())]
-        dets = predictor.predict_tensor(x, infos)
-        for i, d in zip(idx.tolist(), dets):
-            out[i] = {k: v.detach().float().cpu() if k != "labels" else v.detach().cpu() for k, v in d.items()}
-    if ds.load_failures and log is not None:
-        log(f"warning: {ds.load_failures} image(s) could not be read and were scored as empty grey images")
-    return out  # type: ignore[return-value]
+    out: list[dict[str, torch.Tensor]] = []
+    failures: list[str] = []
+    results = predict_paths(predictor, [r.image for r in records], batch_size)
+    for r in tqdm(results, total=len(records), desc="inference", unit="img", disable=not progress, leave=False):
+        if r.error is not None:
+            failures.append(r.error)
+            out.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)})
+            continue
+        out.append({k: v.detach().float().cpu() if k != "labels" else v.detach().cpu() for k, v in r.det.items()})
+    if failures and log is not None:
+        log(f"warning: {len(failures)} image(s) could not be read and were scored as empty: {failures[:3]}")
+    return out
 
 
 def predictions_to_table(preds: Sequence[dict[str, torch.Tensor]]) -> DetTable:
