@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from utils.predictor import PredictOptions, Predictor, collect_sources, run_predict
+    from utils.predict_run import PredictOptions, collect_sources, run_predict
+    from utils.predictor import Predictor
 
     sources, problems = collect_sources(args.source)
     for msg in problems:

@@ -181,7 +181,7 @@ def test_increment_dir(tmp_path):
 
 
 def test_collect_sources(workspace):
-    from utils.predictor import collect_sources
+    from utils.predict_run import collect_sources
 
     srcs, problems = collect_sources([str(workspace / "imgs"), str(workspace / "*.avi"), "0", "missing.png"])
     kinds = [(s.kind, Path(s.path).name) for s in srcs]

@@ -10,7 +10,6 @@ and `attention/` (attention-map overlays of each variant on the same val images)
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics

@@ -28,6 +28,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
 from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from utils.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
+from utils.runs import increment_dir
 from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, select_device, set_rng_state
 
 PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
@@ -46,16 +47,6 @@ def resolve_resume(path: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"--resume {path}: no checkpoint at {p} (pass a run directory like runs/train/exp)")
     return p
-
-
-def increment_dir(path: Path, exist_ok: bool = False) -> Path:
-    """runs/train/exp, exp2, exp3, ... (the first that does not exist)."""
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while (candidate := path.with_name(f"{path.name}{n}")).exists():
-        n += 1
-    return candidate
 
 
 class Trainer:
@@ -83,13 +74,14 @@ class Trainer:
         seed_everything(cfg.seed + self.dist.rank, cfg.deterministic)
         if not self.resume_ckpt:
             base = resolve_path(cfg.project) if Path(cfg.project).is_absolute() else Path(cfg.project)
-            self.save_dir = broadcast_object(increment_dir(base / cfg.name, cfg.exist_ok), self.dist)
+            run_dir = increment_dir(base / cfg.name, cfg.exist_ok) if self.dist.is_main else None  # rank 0 creates it
+            self.save_dir = broadcast_object(run_dir, self.dist)
         self.weights_dir = self.save_dir / "weights"
         self.is_main = self.dist.is_main
 
     # ----------------------------------------------------------------------------- set-up
     def setup_data(self) -> None:
-        from utils.data import EvalDataset, TrainDataset, load_data_spec, load_records, train_collate  # noqa: F401
+        from utils.data import TrainDataset, load_data_spec, load_records, train_collate
 
         cfg = self.cfg
         self.spec = load_data_spec(cfg.data)
@@ -285,9 +277,13 @@ class Trainer:
             with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 outputs = self.train_model(images)
             loss, items = self.criterion([o.float() for o in outputs], targets)
-            if not torch.isfinite(loss):
+            totals += items
+            seen += 1
+            # the one host sync of the step: the finiteness check and the progress numbers share it
+            loss_value, *mean = torch.cat([loss.detach().reshape(1), totals / seen]).tolist()
+            if not math.isfinite(loss_value):
                 raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
+                    f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
                     f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
                     f"`python -m utils.check_dataset --data {cfg.data}`")
             self.scaler.scale(loss).backward()
@@ -299,12 +295,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(self.train_model)
-            totals += items
-            seen += 1
             if self.is_main:
                 now = time.time()
                 mem = (torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0)
-                mean = (totals / seen).tolist()
                 bar.set_postfix_str(f"box {mean[0]:.4f} obj {mean[1]:.4f} cls {mean[2]:.4f} "
                                     f"lr {self.optimizer.param_groups[0]['lr']:.2e} "
                                     f"{images.shape[0] * self.dist.world_size / max(now - t_last, 1e-9):.1f} img/s"
