@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 4 ablate.py --phi 0 1 2 3 --epochs 50   # one run per GPU at a time
 
 Writes runs/ablate/<name>/: results.md and results.csv (params, GFLOPs, CPU/GPU latency, mAP50,
-mAP50-95 and per-class AP, mean ± std over seeds), map_vs_latency.png, map_curves.png, and the
+mAP50-95 and per-class AP, mean ± std over seeds), map_vs_latency.png, map_curves.png,
+attention/ (each variant's attention maps on the same val images: one grid per image) and the
 training runs. Run the same command again to resume an interrupted ablation.
 Every key of configs/default.yaml is a flag too (--img, --batch-size, --time, ...).
 """

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-crop", action="store_true", help="save a crop of every box under crops/<class>/")
     p.add_argument("--count", action="store_true", help="write per-image and total per-class counts to counts.json")
     p.add_argument("--heatmap", action="store_true", help="write objectness overlays of each head to heatmaps/")
-    p.add_argument("--attention-maps", action="store_true", help="write attention spatial gates (CBAM, sSE/scSE, CA) to attention/")
+    p.add_argument("--attention-maps", action="store_true",
+                   help="write per attention site the block's spatial gate (CBAM, CA, sSE/scSE), else the "
+                        "channel-mean |feature| (none, SE, ECA, cSE), to attention/")
     p.add_argument("--line-width", type=int, default=None, help="box line width in pixels (default: from image size)")
     p.add_argument("--hide-labels", action="store_true")
     p.add_argument("--hide-conf", action="store_true")

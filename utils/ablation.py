@@ -18,12 +18,17 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nets.attention import resolve_attention
+from nets.yolo import ATTENTION_SITES
 from utils.config import Config
 
 STATE_FILE = "state.json"
+ATTENTION_IMAGES = 4  # val images drawn in attention/, the same for every variant
+DRAW_CONF, DRAW_IOU = 0.25, 0.45  # what predict.py shows by default (the report's mAP uses cfg's thresholds)
+PANEL_SIZE = 320  # long side (px) of each panel of an attention/ grid
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -31,6 +36,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     if not vals:
         return float("nan"), float("nan")
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def pick_images(records: list, n: int) -> list:
+    """The `n` val records with the most (non-crowd) objects, ties in data-set order: the same images for
+    every variant and on every re-run, and ones with something to look at."""
+    def objects(r) -> int:
+        crowd = getattr(r, "iscrowd", None)
+        return int(len(r.boxes) - (int(np.sum(crowd)) if crowd is not None else 0))
+
+    order = sorted(range(len(records)), key=lambda i: (-objects(records[i]), i))
+    return [records[i] for i in order[:max(0, n)]]
 
 
 def measure_latency(model: torch.nn.Module, img_size: int, device: torch.device, runs: int = 20) -> float:
@@ -55,7 +71,8 @@ def measure_latency(model: torch.nn.Module, img_size: int, device: torch.device,
 
 class Ablation:
     def __init__(self, cfg: Config, phis: list[str | int], seeds: list[int], name: str = "exp",
-                 project: str = "runs/ablate", log=print, rank: int = 0, world_size: int = 1):
+                 project: str = "runs/ablate", log=print, rank: int = 0, world_size: int = 1,
+                 attention_images: int = ATTENTION_IMAGES):
         self.cfg = cfg
         self.variants = [resolve_attention(p) for p in phis]
         if len(set(self.variants)) != len(self.variants):
@@ -65,6 +82,8 @@ class Ablation:
         self.log = log
         self.rank, self.world_size = rank, world_size
         self.state_path = self.dir / STATE_FILE
+        self.attention_images = attention_images
+        self._val: tuple[list, list[str]] | None = None  # (val records, class names), read once
 
     # ------------------------------------------------------------------ bookkeeping
     def jobs(self) -> list[tuple[str, int]]:
@@ -128,6 +147,7 @@ class Ablation:
         device = select_device(cfg.device)
         spec = load_data_spec(cfg.data)
         records, _ = load_records(spec, "val")
+        self._val = (records, list(spec.names))
         state = self.load_state()
         rows = []
         for variant in self.variants:
@@ -167,3 +187,116 @@ class Ablation:
         plot_map_vs_latency(rows, self.dir / "map_vs_latency.png")
         plot_curves({v: [self.dir / "runs" / self.run_name(v, s) / "results.csv" for s in self.seeds]
                      for v in self.variants}, self.dir / "map_curves.png")
+        self.write_attention()
+
+    # ------------------------------------------------------------------ attention maps
+    def first_weights(self, variant: str) -> tuple[Path | None, int | None, str]:
+        """best.pt of the variant's first seed that finished, its seed, and why there is none otherwise."""
+        state = self.load_state()
+        reasons = []
+        for seed in self.seeds:
+            key = self.run_name(variant, seed)
+            job = state["jobs"].get(key, {"status": "not trained"})
+            best = self.dir / "runs" / key / "weights" / "best.pt"
+            if job["status"] == "done" and best.is_file():
+                return best, seed, ""
+            reasons.append(f"{key}: {job.get('reason', job['status'] if job['status'] != 'done' else 'no best.pt')}")
+        return None, None, "; ".join(reasons)
+
+    def write_attention(self) -> list[Path]:
+        """attention/<image stem>.jpg: per val image one grid, a row per variant (its first seed's best.pt):
+        the image with the variant's detections, then one map per attention site (see utils/attention_maps.py).
+
+        Rewritten on every report (a resumed ablation regenerates it); a variant without weights, or one
+        that cannot run, is a row saying why.
+        """
+        import cv2
+
+        from utils.data import load_data_spec, load_image, load_records
+        from utils.draw import grid, text_panel
+        from utils.torch_utils import select_device
+
+        if self.attention_images <= 0:
+            return []
+        if self._val is None:
+            spec = load_data_spec(self.cfg.data)
+            self._val = (load_records(spec, "val")[0], list(spec.names))
+        records, names = self._val
+        images, stems = [], []
+        for r in pick_images(records, self.attention_images):
+            try:
+                img = load_image(r.image)
+            except (OSError, ValueError, RuntimeError) as e:
+                self.log(f"[ablate] attention maps: skipped {r.image} ({e})")
+                continue
+            stem, k = Path(r.image).stem or "image", 2
+            while stem in stems:
+                stem, k = f"{Path(r.image).stem}_{k}", k + 1
+            images.append(img)
+            stems.append(stem)
+        out = self.dir / "attention"
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("*.jpg"):  # a re-run may pick other images (data changed): no stale grids
+            old.unlink()
+        if not images:
+            self.log("[ablate] attention maps: no readable val image, none written")
+            return []
+        device = select_device(self.cfg.device)
+        rows: list[list[np.ndarray]] = [[] for _ in images]
+        labels: list[str] = []
+        for variant in self.variants:
+            best, seed, reason = self.first_weights(variant)
+            labels.append(variant if seed is None else f"{variant}\nseed {seed}")
+            why = f"failed: {reason}"
+            if best is not None:
+                try:
+                    for i, row in enumerate(self._attention_rows(best, images, names, device)):
+                        rows[i].append(row)
+                    continue
+                except Exception as e:  # noqa: BLE001 - a drawing problem must not sink the ablation's report
+                    why = f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    self.log(f"[ablate] attention maps of {variant}: {why}")
+            for i, img in enumerate(images):
+                ph, pw = _display_size(img.shape[:2])
+                n_cols = 1 + len(ATTENTION_SITES)
+                rows[i].append(text_panel(f"{variant} {why}", ph, n_cols * pw + (n_cols - 1) * 4))
+        written = []
+        for stem, img_rows in zip(stems, rows):
+            path = out / f"{stem}.jpg"
+            if not cv2.imwrite(str(path), cv2.cvtColor(grid(img_rows, labels), cv2.COLOR_RGB2BGR)):
+                self.log(f"[ablate] attention maps: could not write {path}")
+                continue
+            written.append(path)
+        self.log(f"[ablate] attention maps of {len(self.variants)} variant(s) on {len(written)} val image(s) in {out}")
+        return written
+
+    def _attention_rows(self, weights: Path, images: list[np.ndarray], names: list[str],
+                        device: torch.device) -> list[np.ndarray]:
+        """One grid row per image: the image with this model's detections, then its map per site."""
+        import cv2
+
+        from nets.loader import load_model
+        from utils.attention_maps import detect_with_maps, overlay_panels
+        from utils.draw import draw_detections, tile
+        from utils.predictor import Predictor
+
+        model = load_model(weights, device=device)
+        pred = Predictor(model, img_size=self.cfg.img_size, class_names=names, conf_thres=DRAW_CONF,
+                         iou_thres=DRAW_IOU, device=device)
+        rows = []
+        for img in images:
+            det, info, maps = detect_with_maps(pred, img)
+            disp = _display_size(img.shape[:2])
+            sx, sy = disp[1] / img.shape[1], disp[0] / img.shape[0]
+            boxes = det["boxes"].float().cpu().numpy() * np.array([sx, sy, sx, sy], np.float32)
+            shown = draw_detections(cv2.resize(img, (disp[1], disp[0]), interpolation=cv2.INTER_AREA), boxes,
+                                    det["scores"].float().cpu().numpy(), det["labels"].cpu().numpy(), names)
+            panels, titles = overlay_panels(img, info, maps, display=disp)
+            rows.append(tile([shown, *panels], [f"{len(boxes)} boxes, conf {DRAW_CONF}", *titles]))
+        return rows
+
+
+def _display_size(hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a grid panel: the image scaled so its long side is PANEL_SIZE."""
+    s = PANEL_SIZE / max(hw)
+    return max(1, round(hw[0] * s)), max(1, round(hw[1] * s))

@@ -108,3 +108,62 @@ def tile(images: Sequence[np.ndarray], titles: Sequence[str] = ()) -> np.ndarray
         if i < len(images) - 1:
             panels.append(np.full((h, 4, 3), 255, np.uint8))
     return np.concatenate(panels, axis=1)
+
+
+def text_panel(text: str, h: int, w: int, color: Sequence[int] = (235, 235, 235)) -> np.ndarray:
+    """An (h, w) RGB panel showing `text`, wrapped to the width (e.g. 'failed: <reason>' in a grid)."""
+    out = np.full((h, w, 3), color, np.uint8)
+    fs = max(0.45, min(h, w) / 500)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, fs, 1)
+    lines: list[str] = []
+    for para in text.splitlines() or [""]:
+        line = ""
+        for word in para.split(" "):
+            cand = f"{line} {word}".strip()
+            if line and cv2.getTextSize(cand, cv2.FONT_HERSHEY_SIMPLEX, fs, 1)[0][0] > w - 12:
+                lines.append(line)
+                line = word
+            else:
+                line = cand
+        lines.append(line)
+    step = th + base + 4
+    y = max(th + 6, (h - step * len(lines)) // 2 + th)
+    for line in lines:
+        if y > h - 2:
+            break
+        cv2.putText(out, line, (6, y), cv2.FONT_HERSHEY_SIMPLEX, fs, (40, 40, 40), 1, cv2.LINE_AA)
+        y += step
+    return out
+
+
+def grid(rows: Sequence[np.ndarray], labels: Sequence[str] = (), sep: int = 4) -> np.ndarray:
+    """Rows (e.g. `tile` outputs) stacked top to bottom, each with its label in a cell on the left.
+
+    Narrower rows are padded white on the right; rows and the label column are split by `sep` px of white.
+    Labels may hold several lines ('cbam\\nseed 0').
+    """
+    fs = 0.6
+    label_lines = [str(lb).splitlines() for lb in labels]
+    widths = [cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, fs, 2)[0][0] for ls in label_lines for s in ls]
+    label_w = max(widths) + 16 if widths else 0
+    row_w = max(r.shape[1] for r in rows)
+    out = []
+    for i, r in enumerate(rows):
+        h = r.shape[0]
+        r = np.ascontiguousarray(r)
+        if r.shape[1] < row_w:
+            r = np.concatenate([r, np.full((h, row_w - r.shape[1], 3), 255, np.uint8)], axis=1)
+        if label_w:
+            cell = np.full((h, label_w, 3), 255, np.uint8)
+            lines = label_lines[i] if i < len(label_lines) else []
+            (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, fs, 2)
+            y = (h - (th + base + 6) * len(lines)) // 2 + th
+            for k, s in enumerate(lines):
+                cv2.putText(cell, s, (8, y), cv2.FONT_HERSHEY_SIMPLEX, fs if k == 0 else fs * 0.8, (0, 0, 0),
+                            2 if k == 0 else 1, cv2.LINE_AA)
+                y += th + base + 6
+            r = np.concatenate([cell, np.full((h, sep, 3), 255, np.uint8), r], axis=1)
+        out.append(r)
+        if i < len(rows) - 1:
+            out.append(np.full((sep, r.shape[1], 3), 255, np.uint8))
+    return np.concatenate(out, axis=0)

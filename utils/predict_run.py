@@ -208,8 +208,9 @@ def _imwrite(path: Path, rgb: np.ndarray) -> None:
 
 
 def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarray, info: LetterboxInfo,
-              raw_i: list[torch.Tensor], maps_i: dict[str, torch.Tensor]) -> None:
-    """Objectness per head and attention spatial gates, mapped onto the original image."""
+              raw_i: list[torch.Tensor], want_maps: bool) -> None:
+    """Objectness per head, and per attention site the map of utils/attention_maps.py (the spatial gate
+    where the block has one, else the channel-mean |feature|), mapped onto the original image."""
     from utils.decode import objectness_maps
     from utils.draw import map_to_image, overlay_heatmap, tile
 
@@ -222,12 +223,12 @@ def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarra
         d.mkdir(exist_ok=True)
         titles = [f"objectness stride {s}" for s in predictor.strides]
         _imwrite(d / f"{stem}.jpg", tile(panels, titles))
-    if writer.opts.attention_maps and maps_i:
-        panels, titles = [], []
-        for site, m in maps_i.items():
-            mm = map_to_image(m[0].cpu().numpy(), info.scale, info.pad, info.shape, size)
-            panels.append(overlay_heatmap(img, mm, normalize=True))
-            titles.append(f"{site} gate [{float(m.min()):.3f}, {float(m.max()):.3f}]")
+    if want_maps:
+        from utils.attention_maps import detect_with_maps, overlay_panels
+
+        # the same input as the detection pass (same letterbox shape), run once more with the hooks on
+        _, _, maps = detect_with_maps(predictor, img, size)
+        panels, titles = overlay_panels(img, info, maps)
         d = writer.run_dir / "attention"
         d.mkdir(exist_ok=True)
         _imwrite(d / f"{stem}.jpg", tile(panels, titles))
@@ -240,13 +241,8 @@ def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, 
 
     writer = RunWriter(run_dir, predictor.class_names, opts)
     want_maps = opts.attention_maps and not predictor.onnx
-    if opts.attention_maps:
-        if predictor.onnx:
-            log("warning: --attention-maps needs .pt weights (ONNX models do not expose the gates); skipped")
-        elif not _has_spatial_gates(predictor):
-            log("warning: this model's attention blocks are channel-only (no spatial gate: none/SE/ECA/cSE); "
-                "--attention-maps draws CBAM, sSE/scSE and CA models")
-            want_maps = False
+    if opts.attention_maps and predictor.onnx:
+        log("warning: --attention-maps needs .pt weights (ONNX models do not expose the features); skipped")
     images = [s.path for s in sources if s.kind == "image"]
     streams = [s for s in sources if s.kind != "image"]
     try:
@@ -261,16 +257,9 @@ def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, 
     return summary
 
 
-def _has_spatial_gates(predictor: Predictor) -> bool:
-    from nets.attention import AttentionBlock
-
-    return any(type(b).spatial_map is not AttentionBlock.spatial_map
-               for b in predictor.model.attention_blocks().values())
-
-
 def _run_images(predictor, paths, writer, opts, want_maps, tqdm, log):
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=None)
-    for r in predict_paths(predictor, paths, opts.batch_size, attention=want_maps):
+    for r in predict_paths(predictor, paths, opts.batch_size):
         bar.update(1)
         if r.error is not None:
             writer.summary.skipped.append(r.error)
@@ -281,7 +270,7 @@ def _run_images(predictor, paths, writer, opts, want_maps, tqdm, log):
         if annotated is not None:
             _imwrite(writer.run_dir / f"{stem}{_image_suffix(r.path)}", annotated)
         if opts.heatmap or want_maps:
-            _overlays(predictor, writer, stem, r.image, r.info, r.raw, r.maps)
+            _overlays(predictor, writer, stem, r.image, r.info, r.raw, want_maps)
         writer.summary.images += 1
     bar.close()
 
@@ -316,7 +305,7 @@ def _run_stream(predictor, src: Source, writer: RunWriter, opts: PredictOptions,
         nonlocal out, out_path
         if not batch:
             return
-        dets, _, _, _ = predictor.detect([f for _, f in batch])
+        dets, _, _ = predictor.detect([f for _, f in batch])
         for (i, frame), det in zip(batch, dets):
             annotated = writer.record(name, frame, detections_to_numpy(det), frame=i, stem=stem)
             if annotated is not None:

@@ -289,9 +289,9 @@ class Predictor:
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         return self.detect(images)[0]
 
-    def detect(self, images: Sequence[np.ndarray], attention: bool = False) -> tuple[
-            list[dict[str, torch.Tensor]], list[LetterboxInfo], list[list[torch.Tensor]], list[dict[str, torch.Tensor]]]:
-        """Per image: detections, letterbox info, raw head maps (no batch dim), attention maps (1, h, w).
+    def detect(self, images: Sequence[np.ndarray]) -> tuple[
+            list[dict[str, torch.Tensor]], list[LetterboxInfo], list[list[torch.Tensor]]]:
+        """Per image: detections, letterbox info, raw head maps (no batch dim).
 
         Images are batched by input shape, so an image's boxes never depend on what it was batched
         with (padding is that image's own).
@@ -303,16 +303,11 @@ class Predictor:
         dets: list = [None] * n
         infos: list = [None] * n
         raws: list = [None] * n
-        maps: list = [{} for _ in range(n)]
         for shape, idx in groups.items():
             t0 = self._now()
             x, group_infos = self.preprocess([images[i] for i in idx], shape)
             t1 = self._now()
-            group_maps: dict[str, torch.Tensor] = {}
-            if attention:
-                raw, group_maps = self.infer_with_attention(x)
-            else:
-                raw = self.infer(x)
+            raw = self.infer(x)
             t2 = self._now()
             group_dets = self.postprocess(raw, group_infos)
             t3 = self._now()
@@ -322,9 +317,8 @@ class Predictor:
             for k, i in enumerate(idx):
                 dets[i], infos[i] = group_dets[k], group_infos[k]
                 raws[i] = [r[k] for r in raw]
-                maps[i] = {site: m[k] for site, m in group_maps.items()}
         self.times["images"] += n
-        return dets, infos, raws, maps
+        return dets, infos, raws
 
     def predict_tensor(self, x: torch.Tensor, infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         """Detections for a batch a data loader already letterboxed (float (B, 3, S_h, S_w) in [0, 1]).
@@ -333,21 +327,6 @@ class Predictor:
         `input_shape(h, w)` says (square img_size when rect=False); `predict_paths` does that for files.
         """
         return self.postprocess(self.infer(x.to(self.device)), infos)
-
-    def infer_with_attention(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        """Raw heads and, per attention site that has a spatial gate (CBAM, sSE/scSE, CA), its (B, 1, h, w) map."""
-        if self.onnx:
-            raise ValueError("attention maps need the PyTorch weights (.pt), not an ONNX model")
-        blocks = {site: b for site, b in self.model.attention_blocks().items() if hasattr(b, "keep_maps")}
-        for b in blocks.values():
-            b.keep_maps, b.last_maps = True, None
-        try:
-            raw = self.infer(x)
-        finally:
-            for b in blocks.values():
-                b.keep_maps = False
-        maps = {site: b.last_maps.float() for site, b in blocks.items() if getattr(b, "last_maps", None) is not None}
-        return raw, maps
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -389,12 +368,10 @@ class ImageResult:
     det: dict[str, torch.Tensor] | None = None
     info: LetterboxInfo | None = None
     raw: list[torch.Tensor] | None = None
-    maps: dict[str, torch.Tensor] | None = None
     error: str | None = None
 
 
-def predict_paths(predictor: Predictor, paths: Sequence[str | Path], batch_size: int = 8,
-                  attention: bool = False) -> Any:
+def predict_paths(predictor: Predictor, paths: Sequence[str | Path], batch_size: int = 8) -> Any:
     """Yield an ImageResult per path, in order: read (threads, one batch ahead), detect in batches.
 
     The loop predict.py runs over image files; evaluation over image files can use it as is. A file
@@ -412,9 +389,9 @@ def predict_paths(predictor: Predictor, paths: Sequence[str | Path], batch_size:
             ok = [i for i, (img, _) in enumerate(loaded) if img is not None]
             results: dict[int, ImageResult] = {}
             if ok:
-                dets, infos, raws, maps = predictor.detect([loaded[i][0] for i in ok], attention=attention)
+                dets, infos, raws = predictor.detect([loaded[i][0] for i in ok])
                 for k, i in enumerate(ok):
-                    results[i] = ImageResult(batch[i], loaded[i][0], dets[k], infos[k], raws[k], maps[k])
+                    results[i] = ImageResult(batch[i], loaded[i][0], dets[k], infos[k], raws[k])
             for i, path in enumerate(batch):
                 if i in results:
                     yield results[i]
