@@ -270,13 +270,7 @@ class Trainer:
             it = epoch * nb + i
             set_learning_rates(self.optimizer, self.base_lr, lr_factor(epoch + i / nb, self.epochs, cfg.scheduler, cfg.lrf),
                                it, warmup_iters, cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
-            images = images.to(device, non_blocking=True).float().div_(255)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                outputs = self.train_model(images)
-            loss, items = self.criterion([o.float() for o in outputs], targets)
+            loss, items = self.forward_loss(images, targets)
             totals += items
             seen += 1
             # the one host sync of the step: the finiteness check and the progress numbers share it
@@ -286,15 +280,7 @@ class Trainer:
                     f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
                     f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
                     f"`python -m utils.check_dataset --data {cfg.data}`")
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.train_model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.train_model)
+            self.optimizer_step(loss)
             if self.is_main:
                 now = time.time()
                 mem = (torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0)
@@ -306,6 +292,28 @@ class Trainer:
         if profiler is not None:  # epoch shorter than the profiling window
             self.finish_profiler(profiler)
         return (totals / max(seen, 1)).tolist()
+
+    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and its (box, obj, cls) parts for a loader batch (uint8 images, targets rows of 6)."""
+        images = images.to(self.device, non_blocking=True).float().div_(255)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            outputs = self.train_model(images)
+        return self.criterion([o.float() for o in outputs], targets)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, clip, step, EMA. EMA reads the bare model (a DDP or compile wrapper renames keys)."""
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.train_model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     def start_profiler(self):
         """torch.profiler over a few training steps (after `PROFILE_STEPS[0]` warm-up steps)."""
