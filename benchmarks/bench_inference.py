@@ -23,7 +23,12 @@ Comparison with bubbliiiing/yolov4-tiny-pytorch's `YOLO.detect_image`:
     grids, per-image per-class NMS loop). It is an APPROXIMATION of the reference, labelled so.
 All pipelines use the same weights, the same image and conf 0.5 / iou 0.3 so they do the same work.
 Pipelines are timed round-robin (one call each in turn, order rotated) so that load from other
-processes hits all alike; medians (and p10/p90) over --runs after --warmup. Prefer an idle machine.
+processes hits all alike; medians (and p10/p90, min/max) over --runs after --warmup. Prefer an idle machine.
+
+`--device cuda` times our pipelines on the GPU (the reference and its approximation stay CPU-only and
+are skipped there). `measure()` and `model_only_square()` are what `benchmarks/run.py` calls; the latter
+times the network alone on a square img_size input for eager / fused / fused+channels-last / (fp16 on
+GPU) / onnxruntime at any batch size.
 """
 from __future__ import annotations
 
@@ -204,6 +209,14 @@ class ReferenceProcess:
         self.proc.wait(timeout=30)
 
 
+def cuda_sync(device: torch.device | str):
+    """A no-op on CPU; on CUDA, waits for the queued kernels so a timer sees them finish."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def interleaved(fns: dict, runs: int, warmup: int, gap: float = 0.05) -> dict[str, dict[str, float]]:
     """Time each callable `runs` times, round-robin (rotating the order), so that load changes on a
     shared machine hit every pipeline alike. A callable may return its own elapsed seconds.
@@ -226,11 +239,91 @@ def interleaved(fns: dict, runs: int, warmup: int, gap: float = 0.05) -> dict[st
     for n, ts in times.items():
         ts.sort()
         out[n] = {"median_ms": round(1000 * statistics.median(ts), 2), "p10_ms": round(1000 * ts[len(ts) // 10], 2),
-                  "p90_ms": round(1000 * ts[min(len(ts) - 1, (9 * len(ts)) // 10)], 2)}
+                  "p90_ms": round(1000 * ts[min(len(ts) - 1, (9 * len(ts)) // 10)], 2),
+                  "min_ms": round(1000 * ts[0], 2), "max_ms": round(1000 * ts[-1], 2), "runs": len(ts)}
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu", runs: int = 30, warmup: int = 5,
+                      onnx_path: Path | None = None, threads: int = 0, skip: tuple[str, ...] = (),
+                      min_sample_s: float = 0.0) -> dict:
+    """The network alone (no pre/post-processing) on a square (batch, 3, size, size) input:
+
+    eager                  the model as loaded (BN separate), contiguous NCHW
+    fused                  conv+BN folded, contiguous NCHW
+    fused_channels_last    conv+BN folded, channels-last weights and input (what predict.py runs)
+    fused_channels_last_fp16 / _bf16   the same in half precision (CUDA only)
+    onnxruntime            export.py's graph (dynamic batch) on onnxruntime (CUDA provider when there is one)
+
+    min_sample_s > 0 makes each timed sample that many seconds of back-to-back calls (reported per call):
+    a throughput figure for fast GPUs, where one call is too short to time and idle gaps lower the clocks.
+    """
+    from utils.fuse import fuse_conv_bn
+
+    dev = torch.device(device)
+    sync = cuda_sync(dev)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+
+    def fused(dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.nn.Module:
+        m = fuse_conv_bn(load_model(weights, device="cpu"), inplace=True)
+        return m.to(dev, dtype, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    builders = {"eager": lambda: (load_model(weights, device=dev), x),
+                "fused": lambda: (fused(), x),
+                "fused_channels_last": lambda: (fused(channels_last=True), x_cl)}
+    if dev.type == "cuda":
+        builders["fused_channels_last_fp16"] = lambda: (fused(torch.float16, True), x_cl.half())
+        builders["fused_channels_last_bf16"] = lambda: (fused(torch.bfloat16, True), x_cl.bfloat16())
+    variants = {name: build() for name, build in builders.items() if name not in skip}
+    fns = {}
+    for name, (model, inp) in variants.items():
+        def call(model=model, inp=inp):
+            with torch.inference_mode():
+                model(inp)
+            sync()
+        fns[name] = call
+    providers = None
+    if "onnxruntime" not in skip:
+        from utils.predictor import load_onnx_session
+
+        if onnx_path is None:
+            from export import export_onnx
+
+            with tempfile.TemporaryDirectory(prefix="bench_onnx_") as d:  # the session keeps the graph in memory
+                session = load_onnx_session(export_onnx(weights, Path(d) / "model.onnx", img_size=size, dynamic=True),
+                                            dev, threads)
+        else:
+            session = load_onnx_session(onnx_path, dev, threads)
+        providers = session.get_providers()
+        feed = {session.get_inputs()[0].name: x.cpu().numpy()}
+        fns["onnxruntime"] = lambda: session.run(None, feed)
+    reps = dict.fromkeys(fns, 1)
+    for name, fn in list(fns.items()) if min_sample_s > 0 else []:
+        fn()  # first call: allocations, cuDNN autotuning, onnxruntime's first run
+        t = time.perf_counter()
+        fn()
+        reps[name] = max(1, int(min_sample_s / max(time.perf_counter() - t, 1e-6)))
+        if reps[name] > 1:
+            def repeated(fn=fn, k=reps[name]) -> float:
+                t = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                return (time.perf_counter() - t) / k
+            fns[name] = repeated
+    out = interleaved(fns, runs, warmup)
+    gflops = count_gflops(load_model(weights), size) * batch
+    for name, t in out.items():
+        t["batch"] = batch
+        t["calls_per_sample"] = reps[name]
+        t["images_per_s"] = round(batch / (t["median_ms"] / 1000), 2)
+        t["gflop_per_s"] = round(gflops / (t["median_ms"] / 1000), 1)
+    if providers is not None:
+        out["onnxruntime"]["providers"] = providers
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="", help="project checkpoint (default: random weights, 80 classes)")
     p.add_argument("--phi", default="0", help="attention for the random-weight model (default 0: plain yolov4-tiny)")
@@ -245,12 +338,30 @@ def main(argv: list[str] | None = None) -> int:
                    help="CPU threads for every pipeline (torch, onnxruntime, the reference); 0: library defaults")
     p.add_argument("--skip", nargs="*", default=[],
                    help="pipelines to skip: eager fused fused_square onnxruntime approx throughput")
-    args = p.parse_args(argv)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the reference pipelines are CPU-only)")
+    p.add_argument("--out", default="", help="also write the JSON here")
+    return p.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every figure of this script as one dict (see the module docstring); `args` as `parse_args` makes."""
     conf, iou = 0.5, 0.3  # the reference's defaults, used by every pipeline here
+    dev = torch.device(args.device)
+    sync = cuda_sync(dev)
+    skip = set(args.skip)
+    if dev.type == "cuda":
+        skip.add("approx")  # the reference-style pipeline is written for CPU tensors
+        if args.reference_dir:
+            raise ValueError("--reference-dir runs the reference on CPU; use --device cpu for the comparison")
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as d:
+        return _measure(args, Path(d), conf, iou, dev, sync, skip)
+
+
+def _measure(args: argparse.Namespace, tmp: Path, conf: float, iou: float, dev: torch.device, sync, skip: set) -> dict:
+    """measure()'s work, with its files (weights, photo, ONNX export, the reference's copies) in `tmp`."""
     weights = Path(args.weights) if args.weights else make_weights(tmp, args.phi, 80, args.img_size)
     image = Path(args.image) if args.image else tmp / "photo.jpg"
     if not args.image:
@@ -259,20 +370,21 @@ def main(argv: list[str] | None = None) -> int:
     kw = dict(img_size=size, conf_thres=conf, iou_thres=iou)
 
     predictors: dict[str, Predictor] = {}
-    if "eager" not in args.skip:
-        predictors["eager"] = Predictor(load_model(weights), **kw)
-    if "fused" not in args.skip:
-        predictors["fused"] = Predictor.from_weights(weights, device="cpu", **kw)
-    if "fused_square" not in args.skip:
-        predictors["fused_square"] = Predictor.from_weights(weights, device="cpu", rect=False, **kw)
-    if "onnxruntime" not in args.skip:
+    if "eager" not in skip:
+        predictors["eager"] = Predictor(load_model(weights, device=dev), **kw)
+    if "fused" not in skip:
+        predictors["fused"] = Predictor.from_weights(weights, device=dev, **kw)
+    if "fused_square" not in skip:
+        predictors["fused_square"] = Predictor.from_weights(weights, device=dev, rect=False, **kw)
+    if "onnxruntime" not in skip:
         from export import export_onnx
 
         onnx_path = export_onnx(weights, tmp / "model.onnx", img_size=size, dynamic=True)
-        predictors["onnxruntime"] = Predictor.from_weights(onnx_path, device="cpu", threads=args.threads, **kw)
+        predictors["onnxruntime"] = Predictor.from_weights(onnx_path, device=dev, threads=args.threads, **kw)
 
     model = load_model(weights)
     result: dict = {
+        "device": str(dev),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
                     "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "load_average_at_start": list(__import__("os").getloadavg())},
@@ -285,11 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     result["rect_input"] = {"shape_hw": list(rect_hw), "gflops": round(count_gflops(model, rect_hw), 3)}
 
     def end_to_end(pred: Predictor):
-        return lambda: pred([load_image(image)])[0]["boxes"].numpy()
+        return lambda: pred([load_image(image)])[0]["boxes"].cpu().numpy()  # .cpu(): waits for the GPU
 
     pipelines = {name: end_to_end(pred) for name, pred in predictors.items()}
     detections = {name: int(len(pred([load_image(image)])[0]["boxes"])) for name, pred in predictors.items()}
-    if "approx" not in args.skip:
+    if "approx" not in skip:
         ref_style = ReferenceStyle(model, model.anchors.numpy(), model.masks, model.num_classes, size, conf, iou)
         pipelines["reference_style_approx"] = lambda: ref_style(str(image))
         detections["reference_style_approx"] = int(len(ref_style(str(image))[0]))
@@ -313,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     result["latency_batch1"] = latency
 
     inputs = {name: pred.preprocess([load_image(image)])[0] for name, pred in predictors.items()}
-    model_only = interleaved({n: (lambda p=p, x=inputs[n]: p.infer(x)) for n, p in predictors.items()},
+    model_only = interleaved({n: (lambda p=p, x=inputs[n]: (p.infer(x), sync())) for n, p in predictors.items()},
                              args.runs, args.warmup)
     for name, t in model_only.items():
         t["input_hw"] = list(inputs[name].shape[2:])
@@ -326,15 +438,25 @@ def main(argv: list[str] | None = None) -> int:
         result["speedup_vs_reference"] = {"baseline": base, **{
             k: round(latency[base]["median_ms"] / v["median_ms"], 2) for k, v in latency.items() if k in predictors}}
 
-    if "throughput" not in args.skip:
+    if "throughput" not in skip:
         # predict.py's folder path: files decoded in threads one batch ahead, detected batch by batch
         files = [image] * (2 * args.batch)
         fns = {n: (lambda p=p: list(predict_paths(p, files, args.batch))) for n, p in predictors.items()}
         tp = interleaved(fns, args.throughput_runs, 1)
         result["throughput"] = {n: {"batch": args.batch, "images": len(files), "ms": t["median_ms"],
-                                    "images_per_s": round(len(files) / (t["median_ms"] / 1000), 1)}
+                                    "images_per_s": round(len(files) / (t["median_ms"] / 1000), 1),
+                                    "min": round(len(files) / (t["max_ms"] / 1000), 1),
+                                    "max": round(len(files) / (t["min_ms"] / 1000), 1), "runs": t["runs"]}
                                 for n, t in tp.items()}
-    print(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    text = json.dumps(measure(args), indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     return 0
 
 

@@ -3,9 +3,10 @@
     python benchmarks/bench_loader.py                       # built-in set, 416, 2 workers, batch 16
     python benchmarks/bench_loader.py --data configs/voc.yaml --workers 4 --model
 
-images/s of the loader alone (no model), after a warm-up, over --batches batches; with --model also the
-images/s of a training step (forward + backward + SGD step of YoloBody on the same batch size, on CPU
-with the cores the loader would share). The loader is not the bottleneck while loader >> model.
+images/s of the loader alone (no model), after a warm-up, over --batches batches, repeated --runs times
+(median, min, max); with --model also the images/s of a training step (forward + backward + SGD step of
+YoloBody on the same batch size, on CPU with the cores the loader would share). The loader is not the
+bottleneck while loader >> model. `measure()` is what `benchmarks/run.py` calls.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -63,6 +65,26 @@ def bench_model(num_classes: int, img: int, batch: int, steps: int, phi: str) ->
     return {"images_per_s": round(steps * batch / dt, 2), "s_per_batch": round(dt / steps, 3), "phi": phi}
 
 
+def default_hyp(mosaic: float = 1.0, mixup: float = 0.0) -> SimpleNamespace:
+    """The augmentation settings of configs/default.yaml (mosaic and mixup as given)."""
+    return SimpleNamespace(mosaic=mosaic, mixup=mixup, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4,
+                           fliplr=0.5)
+
+
+def measure(data: str = "synthetic", img: int = 416, workers: int = 2, batch: int = 16, batches: int = 30,
+            runs: int = 1, mosaic: float = 1.0, mixup: float = 0.0, records=None) -> dict:
+    """Loader images/s over `runs` repeats (each: a fresh loader, 3 warm-up batches, `batches` timed)."""
+    if records is None:
+        records, _ = load_records(load_data_spec(data), "train")
+    hyp = default_hyp(mosaic, mixup)
+    samples = [bench_loader(records, img, workers, batch, batches, hyp) for _ in range(max(1, runs))]
+    ips = sorted(r["images_per_s"] for r in samples)
+    med = statistics.median(ips)
+    return {"images_per_s": round(med, 1), "min": ips[0], "max": ips[-1], "runs": len(ips),
+            "ms_per_image": round(1000 / med, 2), "images_per_run": samples[0]["images"], "workers": workers,
+            "batch_size": batch, "img_size": img, "mosaic": mosaic, "mixup": mixup}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic")
@@ -70,6 +92,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--batches", type=int, default=30, help="timed batches (after 3 warm-up batches)")
+    ap.add_argument("--runs", type=int, default=1, help="repeats of the loader timing (median, min, max)")
     ap.add_argument("--mosaic", type=float, default=1.0)
     ap.add_argument("--mixup", type=float, default=0.0)
     ap.add_argument("--model", action="store_true", help="also time YoloBody training steps")
@@ -80,13 +103,12 @@ def main() -> None:
 
     spec = load_data_spec(args.data)
     records, _ = load_records(spec, "train")
-    hyp = SimpleNamespace(mosaic=args.mosaic, mixup=args.mixup, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7,
-                          hsv_v=0.4, fliplr=0.5)
     result = {
         "benchmark": "train_loader", "data": args.data, "records": len(records), "img_size": args.img,
         "workers": args.workers, "batch_size": args.batch, "mosaic": args.mosaic, "mixup": args.mixup,
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-        "loader": bench_loader(records, args.img, args.workers, args.batch, args.batches, hyp),
+        "loader": measure(args.data, args.img, args.workers, args.batch, args.batches, args.runs, args.mosaic,
+                          args.mixup, records=records),
     }
     if args.model:
         torch.set_num_threads(os.cpu_count() or 1)

@@ -6,7 +6,9 @@
 
 Synthetic data look like a detector's output at conf 0.001: per image up to 15 objects of 20 classes,
 1-3 jittered detections per object and ~50 low-score clutter boxes. "ours" is the metric part only
-(COCO + VOC, tables already built); "pycocotools" is loadRes + evaluate + accumulate + summarize.
+(COCO + VOC, tables already built; `--device cuda` runs it on the GPU); "pycocotools" is loadRes +
+evaluate + accumulate + summarize. Both are timed --repeat times (median, min, max). `measure()` is
+what `benchmarks/run.py` calls.
 """
 from __future__ import annotations
 
@@ -66,7 +68,14 @@ def synthetic_coco(n_img: int, num_classes: int = 20, seed: int = 0, size: int =
     return gt, res
 
 
-def time_ours(gt_file: Path, res_file: Path, repeat: int) -> dict:
+def spread(samples: list[float], digits: int = 4) -> dict:
+    """median, min, max and the number of samples."""
+    return {"median": round(statistics.median(samples), digits), "min": round(min(samples), digits),
+            "max": round(max(samples), digits), "runs": len(samples)}
+
+
+def time_ours(gt_file: Path, res_file: Path, repeat: int, device: str = "cpu") -> dict:
+    """Our COCO + VOC metrics on already-loaded tables; metric_s is the median over `repeat` runs."""
     import torch
 
     from utils.evaluate import load_coco_ground_truth, load_detections, score
@@ -75,33 +84,42 @@ def time_ours(gt_file: Path, res_file: Path, repeat: int) -> dict:
     evalset = load_coco_ground_truth(gt_file)
     dets = load_detections(res_file, evalset)
     t_load = time.perf_counter() - t
-    score(evalset, dets, "both", device="cpu")  # warm-up (first calls of some kernels)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    score(evalset, dets, "both", device=device)  # warm-up (first calls of some kernels, CUDA context)
     runs = []
-    for _ in range(repeat):
+    for _ in range(max(1, repeat)):
+        sync()
         t = time.perf_counter()
-        out = score(evalset, dets, "both", device="cpu")
+        out = score(evalset, dets, "both", device=device)
+        sync()
         runs.append((time.perf_counter() - t, out.seconds))
-    best = min(runs, key=lambda r: r[0])
-    return {"load_json_s": round(t_load, 4), "metric_s": round(statistics.median(r[0] for r in runs), 4),
-            "coco_s": round(best[1]["coco"], 4), "voc_s": round(best[1]["voc"], 4),
+    total = spread([r[0] for r in runs])
+    return {"load_json_s": round(t_load, 4), "metric_s": total["median"], "min": total["min"], "max": total["max"],
+            "runs": total["runs"], "coco_s": round(statistics.median(r[1]["coco"] for r in runs), 4),
+            "voc_s": round(statistics.median(r[1]["voc"] for r in runs), 4), "device": str(device),
             "torch_threads": torch.get_num_threads(), "stats": out.coco.stats_array()}
 
 
-def time_pycocotools(gt_file: Path, res_file: Path) -> dict:
+def time_pycocotools(gt_file: Path, res_file: Path, repeat: int = 1) -> dict:
+    """pycocotools' loadRes + evaluate + accumulate + summarize; eval_s is the median over `repeat` runs."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    times = []
     with contextlib.redirect_stdout(io.StringIO()):
         t = time.perf_counter()
         cg = COCO(str(gt_file))
         t_gt = time.perf_counter() - t
-        t = time.perf_counter()
-        ev = COCOeval(cg, cg.loadRes(str(res_file)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        t_eval = time.perf_counter() - t
-    return {"load_gt_s": round(t_gt, 4), "eval_s": round(t_eval, 4), "stats": np.asarray(ev.stats)}
+        for _ in range(max(1, repeat)):
+            t = time.perf_counter()
+            ev = COCOeval(cg, cg.loadRes(str(res_file)), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+            times.append(time.perf_counter() - t)
+    total = spread(times)
+    return {"load_gt_s": round(t_gt, 4), "eval_s": total["median"], "min": total["min"], "max": total["max"],
+            "runs": total["runs"], "stats": np.asarray(ev.stats)}
 
 
 def time_script(args: list[str], cwd: Path | None = None) -> dict:
@@ -153,12 +171,43 @@ def model_run(tmp: Path, n_img: int = 200, size: int = 416) -> dict:
                         "--device", "cpu", "--out", str(tmp / "out"), "--no-plots"])
 
 
+def measure(sizes: list[int] = (200, 5000), classes: int = 20, repeat: int = 3, device: str = "cpu",
+            script: bool = False, with_model: bool = False, ref_repeat: int | None = None) -> dict:
+    """Ours vs pycocotools for each number of images (see the module docstring), as one dict."""
+    import torch
+
+    result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
+                          "load_avg_1min": round(os.getloadavg()[0], 2)}, "device": str(device), "sizes": {}}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for n in sizes:
+            gt, res = synthetic_coco(n, classes)
+            gt_file, res_file = tmp / f"gt{n}.json", tmp / f"res{n}.json"
+            gt_file.write_text(json.dumps(gt))
+            res_file.write_text(json.dumps(res))
+            ours = time_ours(gt_file, res_file, repeat, device)
+            ref = time_pycocotools(gt_file, res_file, repeat if ref_repeat is None else ref_repeat)
+            entry = {"images": n, "ground_truth": len(gt["annotations"]), "detections": len(res),
+                     "ours": {k: v for k, v in ours.items() if k != "stats"},
+                     "pycocotools": {k: v for k, v in ref.items() if k != "stats"},
+                     "speedup_vs_pycocotools": round(ref["eval_s"] / max(ours["coco_s"], 1e-9), 1),
+                     "max_abs_diff_12_stats": float(np.abs(ours["stats"] - ref["stats"]).max())}
+            if script and n == min(sizes):
+                entry["get_map_file_mode"] = time_script(["--detections", str(res_file), "--ground-truth",
+                                                          str(gt_file), "--out", str(tmp / "out"), "--no-plots"])
+            result["sizes"][str(n)] = entry
+        if with_model:
+            result["get_map_model_mode_200x416"] = model_run(tmp / "model")
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 5000], help="numbers of images")
     p.add_argument("--classes", type=int, default=20)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="timed runs of each side (median, min, max)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="where our metrics run: cpu or cuda")
     p.add_argument("--script", action="store_true", help="also time get_map.py on the smallest size's files")
     p.add_argument("--with-model", action="store_true", help="also time get_map.py with a random model (200 images)")
     p.add_argument("--out", default="", help="also write the JSON here")
@@ -167,28 +216,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = {"machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "load_avg_1min": round(os.getloadavg()[0], 2)}, "sizes": {}}
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        for n in args.sizes:
-            gt, res = synthetic_coco(n, args.classes)
-            gt_file, res_file = tmp / f"gt{n}.json", tmp / f"res{n}.json"
-            gt_file.write_text(json.dumps(gt))
-            res_file.write_text(json.dumps(res))
-            ours = time_ours(gt_file, res_file, args.repeat)
-            ref = time_pycocotools(gt_file, res_file)
-            entry = {"images": n, "ground_truth": len(gt["annotations"]), "detections": len(res),
-                     "ours": {k: v for k, v in ours.items() if k != "stats"},
-                     "pycocotools": {k: v for k, v in ref.items() if k != "stats"},
-                     "speedup_vs_pycocotools": round(ref["eval_s"] / max(ours["coco_s"], 1e-9), 1),
-                     "max_abs_diff_12_stats": float(np.abs(ours["stats"] - ref["stats"]).max())}
-            if args.script and n == min(args.sizes):
-                entry["get_map_file_mode"] = time_script(["--detections", str(res_file), "--ground-truth",
-                                                          str(gt_file), "--out", str(tmp / "out"), "--no-plots"])
-            result["sizes"][str(n)] = entry
-        if args.with_model:
-            result["get_map_model_mode_200x416"] = model_run(tmp / "model")
+    result = measure(args.sizes, args.classes, args.repeat, args.device, args.script, args.with_model)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
