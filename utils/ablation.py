@@ -49,24 +49,30 @@ def pick_images(records: list, n: int) -> list:
     return [records[i] for i in order[:max(0, n)]]
 
 
-def measure_latency(model: torch.nn.Module, img_size: int, device: torch.device, runs: int = 20) -> float:
-    """Median model-only latency (ms) at batch 1 after a short warm-up, conv+BN fused."""
+def measure_latencies(models: dict[str, torch.nn.Module], img_size: int, device: torch.device,
+                      runs: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median model-only batch-1 latency (ms) of each model, conv+BN fused, timed round-robin.
+
+    One call of each model in turn (order rotated every round), so that load from other processes or a
+    slow first minute hits every variant alike instead of whichever happened to be timed then.
+    """
     from utils.fuse import fuse_conv_bn
 
-    model = fuse_conv_bn(model, inplace=False).to(device).eval()
+    fused = {k: fuse_conv_bn(m, inplace=False).to(device).eval() for k, m in models.items()}
     x = torch.rand(1, 3, img_size, img_size, device=device)
-    times = []
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in fused}
+    keys = list(fused)
     with torch.inference_mode():
-        for i in range(runs + 3):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t = time.perf_counter()
-            model(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= 3:
-                times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        for r in range(warmup + runs):
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                sync()
+                t = time.perf_counter()
+                fused[k](x)
+                sync()
+                if r >= warmup:
+                    times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 class Ablation:
@@ -149,7 +155,7 @@ class Ablation:
         records, _ = load_records(spec, "val")
         self._val = (records, list(spec.names))
         state = self.load_state()
-        rows = []
+        rows, first_models = [], {}
         for variant in self.variants:
             per_seed, failures = [], []
             for seed in self.seeds:
@@ -166,18 +172,22 @@ class Ablation:
                                  "per_class": res["coco"]["per_class"], "model": model})
             row = {"variant": variant, "seeds_done": len(per_seed), "failures": failures}
             if per_seed:
-                model = per_seed[0]["model"].cpu()
+                model = first_models[variant] = per_seed[0]["model"].cpu()
                 row["params"] = count_parameters(model)
                 row["gflops"] = count_flops(model, cfg.img_size)[0] / 1e9
-                row["cpu_ms"] = measure_latency(model, cfg.img_size, torch.device("cpu"))
-                row["gpu_ms"] = (measure_latency(model, cfg.img_size, torch.device("cuda"))
-                                 if torch.cuda.is_available() else float("nan"))
                 for k in ("mAP50", "mAP50-95"):
                     row[k], row[f"{k}_std"] = _mean_std([r[k] for r in per_seed])
                 names = list(per_seed[0]["per_class"])
                 row["per_class"] = {n: _mean_std([r["per_class"].get(n, float("nan")) for r in per_seed])[0]
                                     for n in names}
             rows.append(row)
+        cpu_ms = measure_latencies(first_models, cfg.img_size, torch.device("cpu")) if first_models else {}
+        gpu_ms = (measure_latencies(first_models, cfg.img_size, torch.device("cuda"))
+                  if first_models and torch.cuda.is_available() else {})
+        for row in rows:
+            if row["variant"] in first_models:
+                row["cpu_ms"] = cpu_ms[row["variant"]]
+                row["gpu_ms"] = gpu_ms.get(row["variant"], float("nan"))
         return rows
 
     def write_report(self, rows: list[dict]) -> None:
