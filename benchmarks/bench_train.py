@@ -45,6 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # sections.py, also when this file is imported, not run
 
 from utils.assets import read_anchors  # noqa: E402
 from utils.config import DEFAULT_CONFIG, load_config, resolve_path  # noqa: E402
@@ -270,11 +271,10 @@ def bench_reference(args: argparse.Namespace, tr: Trainer) -> dict:
 
 
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
-    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    from sections import cpu_model  # the suite's reader of /proc/cpuinfo (standard library only)
+
+    return {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
