@@ -93,14 +93,12 @@ def build_trainer(args: argparse.Namespace, project: str) -> Trainer:
     """The trainer's own set-up: same loader, model, loss, optimizer, EMA, scaler as `train.py`."""
     cfg = load_config(DEFAULT_CONFIG, {
         "data": args.data, "phi": args.phi, "img_size": args.img, "batch_size": args.batch, "workers": args.workers,
-        "device": args.device, "amp": args.amp, "channels_last": args.channels_last == "on",
+        "device": args.device, "amp": args.amp, "channels_last": args.channels_last == "on", "compile": args.compile,
         "deterministic": args.deterministic == "on", "project": project, "name": "bench", "exist_ok": True})
     tr = Trainer(cfg, log=lambda *a, **k: None, distributed=False)
     tr.setup_data()
     tr.setup_model()
     tr.train_model.train()
-    if args.compile:
-        tr.train_model = torch.compile(tr.model)
     return tr
 
 

@@ -81,3 +81,14 @@ def test_giving_epochs_switches_the_default_time_budget_off(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("epochs: 30\n")
     assert load_config(mine).time == 0
+
+
+def test_help_lists_every_flag_with_its_comment(capsys):
+    """--help renders (a '%' in a default.yaml comment once crashed argparse) and documents every key."""
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(Config):
+        assert "--" + f.name.replace("_", "-") in out, f.name
+    assert "10% of the planned epochs" in out

@@ -170,3 +170,57 @@ def test_time_budget_replans_and_stops(tiny_voc, tmp_path):
     rows = list(csv.DictReader(open(Path(res["save_dir"]) / "results.csv")))
     assert len(rows) == 1
     assert load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")["train"]["epochs"] == 1
+
+
+def test_close_mosaic_is_capped_under_a_time_budget(tiny_voc, tmp_path):
+    """A budget that plans ~8 epochs must not switch mosaic off after the first (close_mosaic 10)."""
+    from utils.trainer import Trainer
+    timed = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=10, name="t"), log=lambda *a: None)
+    for planned, closed in ((8, 1), (30, 3), (100, 10), (400, 10), (3, 1)):
+        timed.epochs = planned
+        assert timed.close_mosaic_epochs() == closed, planned
+    fixed = Trainer(make_cfg(tiny_voc, tmp_path, epochs=8, close_mosaic=10, name="f"), log=lambda *a: None)
+    fixed.epochs = 8
+    assert fixed.close_mosaic_epochs() == 10  # an explicit epoch count keeps the literal setting
+    off = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=0, name="o"), log=lambda *a: None)
+    off.epochs = 50
+    assert off.close_mosaic_epochs() == 0
+
+
+def test_de_parallel_unwraps_compile_and_ddp_wrappers():
+    from torch import nn
+
+    from utils.torch_utils import de_parallel
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    compiled = torch.compile(m)  # lazy: nothing compiles until it is called
+    assert de_parallel(compiled) is m
+    assert de_parallel(nn.DataParallel(compiled)) is m
+    assert list(de_parallel(compiled).state_dict()) == list(m.state_dict())
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_bare_checkpoints_and_resumes(tiny_voc, tmp_path, monkeypatch):
+    """--compile true trains through torch.compile, yet checkpoints hold the bare model's keys and resume works."""
+    from nets.loader import load_model
+    from utils.trainer import Trainer
+
+    real = Trainer.train_one_epoch
+
+    def interrupted(self, epoch, *a):
+        assert type(self.train_model).__name__ == "OptimizedModule"
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, *a)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(tiny_voc, tmp_path, epochs=2, compile=True, name="compiled"))
+    monkeypatch.setattr(Trainer, "train_one_epoch", real)
+    d = tmp_path / "compiled"
+    ckpt = load_checkpoint(d / "weights" / "last.pt")
+    assert not [k for k in ckpt["model"] if "_orig_mod" in k or k.startswith("module.")]
+    assert not [k for k in ckpt["ema"] if "_orig_mod" in k]
+    assert ckpt["train"]["config"]["compile"] is True
+    load_model(d / "weights" / "best.pt")
+    run(load_config(None, {"resume": str(d)}))
+    assert [int(r["epoch"]) for r in csv.DictReader(open(d / "results.csv"))] == [0, 1]

@@ -58,6 +58,7 @@ class Config:
     amp: str = "off"  # off | fp16 | bf16
     grad_clip: float = 10.0  # max grad norm; 0 disables
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (fuses BN + activation); the first steps compile
     sync_bn: bool = False
     # --- augmentation (probabilities and gains) ---
     mosaic: float = 1.0
@@ -68,7 +69,7 @@ class Config:
     hsv_s: float = 0.7
     hsv_v: float = 0.4
     fliplr: float = 0.5
-    close_mosaic: int = 10  # mosaic off for the last N epochs
+    close_mosaic: int = 10  # mosaic off for the last N epochs (under a time budget: at most 10% of the planned epochs)
     # --- loss ---
     box_gain: float = 0.05
     obj_gain: float = 1.0
@@ -256,7 +257,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             continue
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
         default = getattr(Config(), name)
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{comments.get(name, '')} (default: {default!r})".strip()}
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{comments.get(name, '')} (default: {default!r})".strip().replace("%", "%%")}
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif typing.get_origin(tp) is list:

@@ -56,8 +56,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def de_parallel(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP/DataParallel (its state_dict has no 'module.' prefix)."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    """The bare model inside torch.compile / DDP / DataParallel wrappers, in any nesting (its state_dict has no
+    '_orig_mod.' or 'module.' prefix)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 class ModelEMA:

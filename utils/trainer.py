@@ -135,6 +135,8 @@ class Trainer:
                 self.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:  # outermost, so DDP's bucketing is compiled with it; checkpoints and EMA read self.model
+            self.train_model = torch.compile(self.train_model)
 
     # ----------------------------------------------------------------------------- state
     def restore(self) -> None:
@@ -203,7 +205,7 @@ class Trainer:
             self.set_freeze(epoch < cfg.freeze_epochs)
             self.sampler.set_epoch(epoch)
             self.train_set.set_epoch(epoch)
-            self.train_set.mosaic_enabled = epoch < self.epochs - cfg.close_mosaic
+            self.train_set.mosaic_enabled = epoch < self.epochs - self.close_mosaic_epochs()
             mean_items = self.train_one_epoch(epoch, nb, warmup_iters)
             stop = False
             final = epoch == self.epochs - 1
@@ -247,6 +249,13 @@ class Trainer:
         per_epoch = sorted(epoch_times)[len(epoch_times) // 2]
         left = self.cfg.time * 60 - self.elapsed()
         return max(epoch + 1, epoch + 1 + int(left // per_epoch))
+
+    def close_mosaic_epochs(self) -> int:
+        """Epochs at the end without mosaic. A time budget plans few epochs (often ~10 on a CPU), where a fixed 10
+        would switch mosaic off after the first; there it is capped at 10% of the planned epochs (at least 1)."""
+        if self.cfg.time > 0 and self.cfg.close_mosaic > 0:
+            return min(self.cfg.close_mosaic, max(1, round(0.1 * self.epochs)))
+        return self.cfg.close_mosaic
 
     def set_freeze(self, frozen: bool) -> None:
         for p in de_parallel(self.train_model).backbone.parameters():
