@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -244,6 +245,28 @@ def interleaved(fns: dict, runs: int, warmup: int, gap: float = 0.05) -> dict[st
     return out
 
 
+def cuda_graphed(model: torch.nn.Module, example: torch.Tensor) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """`model`'s inference forward captured once as a CUDA graph; calling the result copies the input into the
+    graph's static buffer, replays every kernel with one launch and returns the graph's output buffers
+    (overwritten by the next call)."""
+    static = example.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):  # cuDNN picks its algorithms (benchmark mode) before the capture, not during it
+            model(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        outputs = model(static)
+
+    def replay(x: torch.Tensor) -> list[torch.Tensor]:
+        static.copy_(x)
+        graph.replay()
+        return outputs
+    return replay
+
+
 def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu", runs: int = 30, warmup: int = 5,
                       onnx_path: Path | None = None, threads: int = 0, skip: tuple[str, ...] = (),
                       min_sample_s: float = 0.0) -> dict:
@@ -253,6 +276,8 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     fused                  conv+BN folded, contiguous NCHW
     fused_channels_last    conv+BN folded, channels-last weights and input (what predict.py runs)
     fused_channels_last_fp16 / _bf16   the same in half precision (CUDA only)
+    fused_channels_last_fp16_cudagraph the fp16 model replayed from one captured CUDA graph (no per-kernel
+                           launch cost, which dominates a small network on a fast GPU; CUDA only)
     onnxruntime            export.py's graph (dynamic batch) on onnxruntime (CUDA provider when there is one)
 
     min_sample_s > 0 makes each timed sample that many seconds of back-to-back calls (reported per call):
@@ -275,6 +300,8 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     if dev.type == "cuda":
         builders["fused_channels_last_fp16"] = lambda: (fused(torch.float16, True), x_cl.half())
         builders["fused_channels_last_bf16"] = lambda: (fused(torch.bfloat16, True), x_cl.bfloat16())
+        builders["fused_channels_last_fp16_cudagraph"] = lambda: (cuda_graphed(fused(torch.float16, True), x_cl.half()),
+                                                                  x_cl.half())
     variants = {name: build() for name, build in builders.items() if name not in skip}
     fns = {}
     for name, (model, inp) in variants.items():

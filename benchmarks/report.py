@@ -111,7 +111,8 @@ def to_markdown(doc: dict) -> str:
     if not unavailable("inference", "inference"):
         inf = section_result(doc, "inference")
         size = inf["img_size"]
-        for key, label in (("model_only_batch1", "model only, batch 1"), ("model_only_batched", "model only")):
+        for key, label in (("model_only_batch1", "model only, batch 1"), ("model_only_batched", "model only"),
+                           ("model_only_gpu_large_batch", "model only")):
             for variant, t in inf.get(key, {}).items():
                 batch = t.get("batch", 1)
                 extra = f" ({fmt(t['x_of_flop_limit'])}x FLOP limit)" if "x_of_flop_limit" in t else ""

@@ -328,6 +328,9 @@ def train_variants(cfg: dict, device: str) -> list[tuple[str, dict | str]]:
                 out.append((name, "skipped: --quick"))
             else:
                 out.append((name, {**base, "amp": "off" if prec == "fp32" else amp, "compile": compiled}))
+    if device == "cpu":  # on CPU the memory layout is a choice (on GPU the base already uses channels-last)
+        out.append(("fp32_compile_channels_last", {**base, "channels_last": "on", "compile": True}
+                    if cfg["train_compile"] else "skipped: --quick"))
     if cfg["train_loop"]:
         out.append((f"loop_{'amp_' + amp if amp else 'fp32'}_workers_{os.cpu_count()}",
                     {**base, "modes": "loop", "amp": amp or "off", "workers": os.cpu_count() or 1}))
@@ -454,6 +457,10 @@ def inference_figures(cfg: dict, args: argparse.Namespace, tmp: Path, bi: Any, e
                                                    cfg["infer_batched_runs"], 1, onnx_path=onnx_path,
                                                    min_sample_s=0.2 if args.device == "cuda" else 0.0),
     }
+    if args.device == "cuda" and cfg["gpu_large_batch"]:  # a fast GPU needs more than 32 images to fill it
+        out["model_only_gpu_large_batch"] = bi.model_only_square(
+            weights, size, cfg["gpu_large_batch"], args.device, cfg["infer_batched_runs"], 1, min_sample_s=0.2,
+            skip=("eager", "fused", "fused_channels_last", "fused_channels_last_bf16", "onnxruntime"))
     e2e_argv = ["--weights", str(weights), "--img-size", str(size), "--runs", str(cfg["infer_runs"]),
                 "--warmup", str(cfg["infer_warmup"]), "--batch", str(cfg["infer_batch"]),
                 "--throughput-runs", str(max(1, cfg["infer_batched_runs"] // 2)), "--device", args.device]

@@ -150,6 +150,10 @@ def test_markdown_fixed_document(tmp_path):
     target = doc["summary"]["targets"]["cpu_model_only_batch1_within_2x_flop_limit"]
     assert target["variant"] == "fused_channels_last" and target["met"] is True
     assert doc["summary"]["peak_memory"]["train_fp32_eager"] == {"peak_memory_mib": 2100.0}
+    # fp32_eager 4.2 images/s against their 2.1 (the failed compile variant does not count)
+    assert doc["summary"]["targets"]["cpu_training_vs_bubbliiiing"] == {
+        "variant": "fp32_eager", "images_per_s": 4.2, "reference_images_per_s": 2.1, "x_reference": 2.0,
+        "goal": ">= 1.5x", "met": True}
 
     path = tmp_path / "fixed.json"
     path.write_text(json.dumps(doc))
@@ -234,3 +238,59 @@ def test_quick_full_suite(tmp_path):
     r = subprocess.run([sys.executable, str(RUN), "--markdown", str(tmp_path / "bench.json")], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "| inference latency |" in r.stdout
+
+
+def test_training_target_counts_only_comparable_step_variants():
+    """CPU: fp32 step variants only (their loop is fp32); GPU: AMP counts too; the loop never (its own reference)."""
+    bench_run = load_bench_module("run")
+    variants = {"fp32_eager": {"status": "ok", "images_per_s": 3.0, "reference_images_per_s": 2.5},
+                "fp32_compile_channels_last": {"status": "ok", "images_per_s": 3.5},
+                "amp_bf16_eager": {"status": "ok", "images_per_s": 9.0},
+                "fp32_compile": {"status": "error", "error": "boom"},
+                "loop_fp32_workers_2": {"status": "ok", "images_per_s": 20.0}}
+    cpu = bench_run.training_vs_reference(variants, "cpu")
+    assert cpu == {"variant": "fp32_compile_channels_last", "images_per_s": 3.5, "reference_images_per_s": 2.5,
+                   "x_reference": 1.4, "goal": ">= 1.5x", "met": False}
+    gpu = bench_run.training_vs_reference(variants, "cuda")
+    assert gpu["variant"] == "amp_bf16_eager" and gpu["x_reference"] == 3.6 and gpu["met"] is True
+    variants["fp32_eager"].pop("reference_images_per_s")
+    assert bench_run.training_vs_reference(variants, "cpu") is None  # no reference timed: nothing to judge
+
+
+def test_gpu_inference_target_takes_the_best_fp16_figure():
+    bench_run = load_bench_module("run")
+    fp16 = lambda ms, batch: {"median_ms": ms, "min_ms": ms, "max_ms": ms, "runs": 20, "batch": batch,  # noqa: E731
+                              "images_per_s": round(batch / (ms / 1000), 2)}
+    doc = {"device": "cuda", "sections": {
+        "matmul": {"status": "ok", "result": {"fp16": {"gflop_per_s": 690000.0}, "tf32": {"gflop_per_s": 345000.0}}},
+        "inference": {"status": "ok", "result": {"img_size": 416, "gflop_per_image": 6.9, "model_only_batched": {
+            "fused_channels_last_fp16": fp16(4.0, 32)},  # 8000 images/s
+            "model_only_gpu_large_batch": {"fused_channels_last_fp16": fp16(25.6, 256),  # 10000 images/s
+                                           "fused_channels_last_fp16_cudagraph": fp16(20.48, 256)}}}}}  # 12500
+    t = bench_run.derive(doc)["targets"]["gpu_fp16_batched_above_10000_images_per_s"]
+    assert t["variant"] == "model_only_gpu_large_batch/fused_channels_last_fp16_cudagraph"
+    assert t["images_per_s"] == 12500.0 and t["met"] is True
+    assert t["achieved_tflop_per_s"] == pytest.approx(86.25) and t["fraction_of_peak"] == pytest.approx(0.125)
+    large = doc["sections"]["inference"]["result"]["model_only_gpu_large_batch"]["fused_channels_last_fp16_cudagraph"]
+    assert large["flop_limit_ms"] == pytest.approx(1000 * 6.9 * 256 / 690000, abs=1e-3)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+def test_cuda_graph_replay_matches_the_eager_forward():
+    import torch
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        bi = load_bench_module("bench_inference")
+    finally:
+        sys.path.remove(str(BENCH))
+    from nets.yolo import YoloBody
+    model = YoloBody(80, 0).cuda().eval().half().to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 128, 128, device="cuda").half().contiguous(memory_format=torch.channels_last)
+    replay = bi.cuda_graphed(model, x)
+    y = torch.rand_like(x)  # a different input than the captured one
+    with torch.inference_mode():
+        want = model(y)
+        got = [o.clone() for o in replay(y)]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-2, atol=1e-2)

@@ -224,3 +224,15 @@ def test_compiled_training_saves_bare_checkpoints_and_resumes(tiny_voc, tmp_path
     load_model(d / "weights" / "best.pt")
     run(load_config(None, {"resume": str(d)}))
     assert [int(r["epoch"]) for r in csv.DictReader(open(d / "results.csv"))] == [0, 1]
+
+
+def test_compile_without_a_cpp_compiler_says_what_to_do(tiny_voc, tmp_path, monkeypatch):
+    import shutil
+
+    from utils.trainer import Trainer
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    tr = Trainer(make_cfg(tiny_voc, tmp_path, epochs=1, compile=True, device="cpu", name="nocc"), log=lambda *a: None)
+    tr.setup_data()
+    with pytest.raises(RuntimeError, match="needs a C.. compiler.*CXX.*without --compile"):
+        tr.setup_model()

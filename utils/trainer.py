@@ -35,6 +35,12 @@ PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epo
 RESULT_FIELDS = ["epoch", "box_loss", "obj_loss", "cls_loss", "lr", "mAP50", "mAP50-95", "epoch_time", "elapsed"]
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call ($CXX, else the usual names on PATH)."""
+    import shutil
+    return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "clang++", "c++", "cl"))), None)
+
+
 class TrainingDiverged(RuntimeError):
     """Loss became NaN or inf; the message says what to try."""
 
@@ -136,6 +142,9 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:  # outermost, so DDP's bucketing is compiled with it; checkpoints and EMA read self.model
+            if self.device.type == "cpu" and not cpp_compiler():
+                raise RuntimeError("--compile true on CPU needs a C++ compiler for torch.compile's CPU backend and "
+                                   "none was found (set CXX, or install g++ / clang++); or train without --compile")
             self.train_model = torch.compile(self.train_model)
 
     # ----------------------------------------------------------------------------- state
