@@ -91,4 +91,4 @@ def test_help_lists_every_flag_with_its_comment(capsys):
     out = capsys.readouterr().out
     for f in dataclasses.fields(Config):
         assert "--" + f.name.replace("_", "-") in out, f.name
-    assert "10% of the planned epochs" in out
+    assert "25% of the planned epochs" in out

@@ -176,7 +176,7 @@ def test_close_mosaic_is_capped_under_a_time_budget(tiny_voc, tmp_path):
     """A budget that plans ~8 epochs must not switch mosaic off after the first (close_mosaic 10)."""
     from utils.trainer import Trainer
     timed = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=10, name="t"), log=lambda *a: None)
-    for planned, closed in ((8, 1), (30, 3), (100, 10), (400, 10), (3, 1)):
+    for planned, closed in ((7, 2), (8, 2), (11, 3), (30, 8), (100, 10), (400, 10), (3, 1), (1, 1)):
         timed.epochs = planned
         assert timed.close_mosaic_epochs() == closed, planned
     fixed = Trainer(make_cfg(tiny_voc, tmp_path, epochs=8, close_mosaic=10, name="f"), log=lambda *a: None)

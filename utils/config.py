@@ -69,7 +69,7 @@ class Config:
     hsv_s: float = 0.7
     hsv_v: float = 0.4
     fliplr: float = 0.5
-    close_mosaic: int = 10  # mosaic off for the last N epochs (under a time budget: at most 10% of the planned epochs)
+    close_mosaic: int = 10  # mosaic off for the last N epochs (under a time budget: at most 25% of the planned epochs)
     # --- loss ---
     box_gain: float = 0.05
     obj_gain: float = 1.0

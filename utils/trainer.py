@@ -31,6 +31,7 @@ from utils.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rate
 from utils.runs import increment_dir
 from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, select_device, set_rng_state
 
+CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
 PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
 RESULT_FIELDS = ["epoch", "box_loss", "obj_loss", "cls_loss", "lr", "mAP50", "mAP50-95", "epoch_time", "elapsed"]
 
@@ -261,9 +262,9 @@ class Trainer:
 
     def close_mosaic_epochs(self) -> int:
         """Epochs at the end without mosaic. A time budget plans few epochs (often ~10 on a CPU), where a fixed 10
-        would switch mosaic off after the first; there it is capped at 10% of the planned epochs (at least 1)."""
+        would switch mosaic off after the first; there it is capped at a share of the planned epochs (at least 1)."""
         if self.cfg.time > 0 and self.cfg.close_mosaic > 0:
-            return min(self.cfg.close_mosaic, max(1, round(0.1 * self.epochs)))
+            return min(self.cfg.close_mosaic, max(1, round(CLOSE_MOSAIC_SHARE * self.epochs)))
         return self.cfg.close_mosaic
 
     def set_freeze(self, frozen: bool) -> None:
