@@ -61,7 +61,8 @@ def settings(device: str, quick: bool) -> dict[str, Any]:
                 loader_runs=3, train_batch=64 if cuda else 16, train_steps=20 if cuda else 5,
                 train_warmup=5 if cuda else 2, train_runs=3, train_compile=True, train_loop=True,
                 infer_runs=100 if cuda else 30, infer_warmup=10 if cuda else 5, infer_batch=32,
-                infer_batched_runs=20 if cuda else 5, gpu_large_batch=256, e2e_skip=[], eval_sizes=[200, 5000], eval_repeat=3,
+                infer_batched_runs=20 if cuda else 5, gpu_large_batch=256, e2e_skip=[], eval_sizes=[200, 5000],
+                eval_repeat=3,
                 timeout_s={"machine": 120, "matmul": 600, "loader": 1200, "train": 3600, "inference": 1800,
                            "memory": 600, "eval": 1800}, variant_timeout_s=1200)
 

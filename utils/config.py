@@ -257,7 +257,8 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             continue
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
         default = getattr(Config(), name)
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": f"{comments.get(name, '')} (default: {default!r})".strip().replace("%", "%%")}
+        help_text = f"{comments.get(name, '')} (default: {default!r})".strip().replace("%", "%%")  # argparse formats %
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
         if tp is bool:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif typing.get_origin(tp) is list:
