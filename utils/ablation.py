@@ -57,22 +57,14 @@ def measure_latencies(models: dict[str, torch.nn.Module], img_size: int, device:
     slow first minute hits every variant alike instead of whichever happened to be timed then.
     """
     from utils.fuse import fuse_conv_bn
+    from utils.timing import interleaved
 
     fused = {k: fuse_conv_bn(m, inplace=False).to(device).eval() for k, m in models.items()}
     x = torch.rand(1, 3, img_size, img_size, device=device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {k: [] for k in fused}
-    keys = list(fused)
     with torch.inference_mode():
-        for r in range(warmup + runs):
-            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                sync()
-                t = time.perf_counter()
-                fused[k](x)
-                sync()
-                if r >= warmup:
-                    times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+        times = interleaved({k: (lambda m=m: (m(x), sync())) for k, m in fused.items()}, runs, warmup, gap=0.0)
+    return {k: t["median_ms"] for k, t in times.items()}
 
 
 class Ablation:
