@@ -102,8 +102,8 @@ def make_cfg(num_classes: int = 80, anchors: np.ndarray | None = None,
              scale_x_y: float = 1.05) -> str:
     """yolov4-tiny.cfg text for any class count (Darknet and OpenCV DNN read it).
 
-    `scale_x_y=1.05` is what the official weights were trained with; models trained here decode
-    without it, so `export_darknet` writes 1.0.
+    `scale_x_y=1.05` is what the official weights were trained with; `export_darknet` writes the
+    model's own (1.0 unless trained with --scale-x-y).
     """
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     net = ("net", {"batch": 64, "subdivisions": 1, "width": w, "height": h, "channels": 3, "momentum": 0.9,
@@ -274,6 +274,7 @@ class DarknetWeights:
     total_convs: int = 21
     cfg: CfgInfo | None = None
     notes: list[str] = field(default_factory=list)
+    scale_x_y: float = 1.0  # how its heads decode box centres (from the cfg; the official 1.05 without one)
 
     @property
     def partial(self) -> bool:
@@ -370,8 +371,15 @@ def read_weights(path: str | Path, cfg: str | Path | None = None) -> DarknetWeig
     if count < len(convs_all):
         notes.append(f"partial file: the first {count} of {len(convs_all)} convs "
                      f"(Darknet layers 0-{convs[-1].index}: {convs[0].module} .. {convs[-1].module})")
+        scale_x_y = 1.0  # no heads: nothing was trained to decode one way or the other
+    elif info is not None:
+        scale_x_y = info.scale_x_y
+    else:
+        scale_x_y = cfg_info(BUILTIN_CFG).scale_x_y
+        notes.append(f"no cfg given: decoding with the official yolov4-tiny.cfg's scale_x_y={scale_x_y:g}; "
+                     "pass the weights' own cfg (--cfg) if they were trained with another")
     return DarknetWeights(path, version, seen, num_classes if count == len(convs_all) else None,
-                          state, convs, len(convs_all), info, notes)
+                          state, convs, len(convs_all), info, notes, scale_x_y)
 
 
 def write_weights(model: torch.nn.Module, path: str | Path, seen: int = 0, cutoff: int | None = None) -> int:
@@ -401,7 +409,7 @@ def export_darknet(model: torch.nn.Module, weights_path: str | Path, cfg_path: s
                    img_size: int | None = None, seen: int = 0) -> Path:
     """Write `.weights` and a matching `.cfg` (next to it unless given) that Darknet / OpenCV DNN run.
 
-    scale_x_y=1.0 in the cfg: that is how this project decodes, so OpenCV's boxes match predict.py.
+    The cfg carries the model's scale_x_y, so OpenCV's boxes match predict.py's.
     """
     if getattr(model, "phi", "none") != "none":
         raise DarknetError(f"attention '{model.phi}' has no Darknet layer; only phi=0 models export to Darknet "
@@ -410,7 +418,8 @@ def export_darknet(model: torch.nn.Module, weights_path: str | Path, cfg_path: s
     cfg_path = Path(cfg_path) if cfg_path else weights_path.with_suffix(".cfg")
     write_weights(model, weights_path, seen=seen)
     size = int(img_size or getattr(model, "img_size", 416))
-    cfg_path.write_text(make_cfg(model.num_classes, model.anchors.cpu().numpy(), model.masks, size, scale_x_y=1.0))
+    cfg_path.write_text(make_cfg(model.num_classes, model.anchors.cpu().numpy(), model.masks, size,
+                                 scale_x_y=float(getattr(model, "scale_x_y", 1.0))))
     return cfg_path
 
 
@@ -473,12 +482,15 @@ def main(argv: list[str] | None = None) -> int:
         if a.classes and a.classes.isdigit() and int(a.classes) != dw.num_classes:
             raise DarknetError(f"{a.weights}: holds {dw.num_classes} classes, --classes says {a.classes}; "
                                f"to train for {a.classes} classes use: python train.py --weights {a.weights}")
+        for note in dw.notes:
+            print(f"note: {note}", file=sys.stderr)
         model = load_model(a.weights, cfg=a.cfg)
         model.class_names = class_names_for(a.classes, model.num_classes)
         if a.img_size:
             model.img_size = a.img_size
         save_model_checkpoint(model, a.out, source=f"darknet:{Path(a.weights).name} seen={dw.seen}")
         print(f"wrote {a.out}: yolov4-tiny, {model.num_classes} classes, img_size {model.img_size}, "
+              f"scale_x_y {model.scale_x_y:g}, "
               f"from {a.weights} (Darknet {'.'.join(map(str, dw.version))}, seen {dw.seen})")
         return 0
     except (DarknetError, OSError, RuntimeError, ValueError) as e:

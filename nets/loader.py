@@ -33,6 +33,7 @@ def build_from_model_cfg(model_cfg: dict) -> YoloBody:
         model_cfg.get("phi", 0),
         model_cfg.get("attention_sites", ATTENTION_SITES),
         anchors=model_cfg.get("anchors"),
+        scale_x_y=float(model_cfg.get("scale_x_y", 1.0)),  # checkpoints written before it existed decode with 1.0
     )
     if model_cfg.get("masks"):
         model.masks = [list(map(int, m)) for m in model_cfg["masks"]]
@@ -51,6 +52,7 @@ def model_cfg_of(model: YoloBody, class_names: list[str] | None = None, img_size
         "masks": [list(m) for m in model.masks],
         "img_size": int(img_size or getattr(model, "img_size", 416)),
         "attention_sites": list(model.attention_sites),
+        "scale_x_y": float(model.scale_x_y),
     }
 
 
@@ -82,7 +84,7 @@ def _read(path: Path, cfg: str | Path | None = None) -> dict[str, Any]:
                               "(and this cfg with --cfg)")
     if darknet.is_darknet_file(path):
         dw = darknet.read_weights(path, cfg)
-        model_cfg = {"phi": "none", "num_classes": dw.num_classes}
+        model_cfg = {"phi": "none", "num_classes": dw.num_classes, "scale_x_y": dw.scale_x_y}
         if dw.cfg is not None:
             model_cfg.update(anchors=dw.cfg.anchors.tolist(), masks=dw.cfg.masks, img_size=dw.cfg.img_size)
         label = f"Darknet {'.'.join(map(str, dw.version))}, seen {dw.seen}, {len(dw.convs)} convs"
@@ -221,6 +223,10 @@ def load_pretrained(model: YoloBody, path: str | Path, log: Callable[[str], Any]
         why = ("Darknet has no attention layers" if kind == "darknet"
                else f"the file holds attention '{mc.get('phi', 'none')}', the model '{model.phi}'")
         log(f"weights: attention layers {', '.join(blocks)} ({model.phi}) start fresh: {why}")
+    file_sxy = float(mc.get("scale_x_y", 1.0))
+    if not reinit and file_sxy != model.scale_x_y:
+        log(f"weights: the file's heads decode box centres with scale_x_y {file_sxy:g}, this model with "
+            f"{model.scale_x_y:g}; --scale-x-y {file_sxy:g} keeps them as they were trained")
     if other:
         groups = sorted({k.rsplit(".", 2)[0] for k in other})
         log(f"weights: {len(other)} other tensors not in the file keep their initialisation: "

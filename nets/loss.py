@@ -103,6 +103,7 @@ class YoloLoss(nn.Module):
         match_iou_thresh: float = 0.213,
         match_ratio_thresh: float | None = None,
         neighbor_cells: bool = True,
+        scale_x_y: float = 1.0,
     ):
         super().__init__()
         anchors = torch.as_tensor(np.asarray(anchors.cpu() if torch.is_tensor(anchors) else anchors),
@@ -131,6 +132,7 @@ class YoloLoss(nn.Module):
         self.match_iou_thresh = float(match_iou_thresh)
         self.match_ratio_thresh = None if match_ratio_thresh is None else float(match_ratio_thresh)
         self.neighbor_cells = bool(neighbor_cells)
+        self.scale_x_y = float(scale_x_y)
         used = torch.zeros(len(anchors), dtype=torch.bool)
         used[sorted({i for m in self.masks for i in m})] = True
         self.register_buffer("anchors", anchors, persistent=False)
@@ -177,7 +179,7 @@ class YoloLoss(nn.Module):
                 raise ValueError(f"output {level} has {c_} channels, expected {A}*(5+{self.num_classes})")
             p = head_view(p.float(), A)  # (B, A, H, W, 5+C)
             pf = p.reshape(-1, 5 + self.num_classes)  # (B*A*H*W, 5+C): one row per prediction
-            boxes = cxcywh_to_xyxy(decode_boxes(p, anchors[idx], stride))  # (B, A, H, W, 4), differentiable
+            boxes = cxcywh_to_xyxy(decode_boxes(p, anchors[idx], stride, scale_x_y=self.scale_x_y))  # differentiable
 
             # candidate slots (M, A, K): anchors x cells, with a 0/1 weight instead of filtering
             match = ((best[:, None] == idx[None]) | extra[:, idx]) & valid[:, None]  # (M, A)

@@ -46,6 +46,7 @@ class YoloBody(nn.Module):
         phi: int | str = 0,
         attention_sites: Sequence[str] = ATTENTION_SITES,
         anchors: np.ndarray | torch.Tensor | None = None,
+        scale_x_y: float = 1.0,
     ):
         super().__init__()
         if num_classes < 1:
@@ -53,7 +54,10 @@ class YoloBody(nn.Module):
         unknown = set(attention_sites) - set(ATTENTION_SITES)
         if unknown:
             raise ValueError(f"unknown attention site(s) {sorted(unknown)}; choose from {list(ATTENTION_SITES)}")
+        if not 1.0 <= scale_x_y <= 2.0:
+            raise ValueError(f"scale_x_y must be in [1, 2] (Darknet's range; 1.0 = plain sigmoid), got {scale_x_y}")
         self.num_classes = num_classes
+        self.scale_x_y = float(scale_x_y)  # box-centre decoding, see utils/decode.py; the loss uses the same
         self.phi = resolve_attention(phi)
         self.attention_sites = [s for s in ATTENTION_SITES if s in attention_sites] if self.phi != "none" else []
         self.masks = [list(m) for m in ANCHOR_MASKS]

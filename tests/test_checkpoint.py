@@ -43,7 +43,8 @@ def test_round_trip_plain_data(tmp_path):
     raw = torch.load(path, weights_only=True)  # opens without unpickling any code
     assert raw["model_cfg"] == {"phi": "eca", "num_classes": 3, "class_names": ["cat", "dog", "bird"],
                                 "anchors": model.anchors.tolist(), "masks": [[3, 4, 5], [1, 2, 3]],
-                                "img_size": 320, "attention_sites": ["feat1", "feat2", "upsample"]}
+                                "img_size": 320, "attention_sites": ["feat1", "feat2", "upsample"],
+                                "scale_x_y": 1.0}
     assert raw["epoch"] == 7 and raw["train"]["best_map"] == 0.5
     loaded = load_model(path)
     assert not loaded.training and loaded.class_names == ["cat", "dog", "bird"] and loaded.img_size == 320
@@ -52,6 +53,24 @@ def test_round_trip_plain_data(tmp_path):
     assert torch.equal(loaded.backbone.conv1.conv.weight, w + 1)  # EMA weights preferred
     assert torch.equal(load_model(path, use_ema=False).backbone.conv1.conv.weight, w)
     assert list(tmp_path.joinpath("w").iterdir()) == [path]  # no temp file left behind
+
+
+def test_scale_x_y_travels_with_the_checkpoint(tmp_path):
+    path = tmp_path / "m.pt"
+    model = make_checkpoint(path)
+    model.scale_x_y = 1.05
+    save_model_checkpoint(model, path)
+    assert load_model(path).scale_x_y == pytest.approx(1.05)
+    raw = torch.load(path, weights_only=True)
+    del raw["model_cfg"]["scale_x_y"]  # a checkpoint written before the key existed
+    save_checkpoint(path, raw)
+    assert load_model(path).scale_x_y == 1.0
+    # fine-tuning a model that decodes otherwise: the log says how to keep the file's decoding
+    raw["model_cfg"]["scale_x_y"] = 1.05
+    save_checkpoint(path, raw)
+    lines = []
+    load_pretrained(YoloBody(3, "eca"), path, log=lines.append)
+    assert any("scale_x_y 1.05" in s and "--scale-x-y 1.05" in s for s in lines), lines
 
 
 def test_converter_checkpoint_loads_and_pretrains(tmp_path):

@@ -46,6 +46,7 @@ def test_yaml_file_then_command_line(tmp_path):
     ("data", "no/such/dataset", "'data': path not found"),
     ("ema", "maybe", "'ema': 'maybe' is not a valid bool"),
     ("attention_sites", ["neck"], "'attention_sites': unknown"),
+    ("scale_x_y", 0.9, "'scale_x_y': 0.9 must be in [1, 2]"),
 ])
 def test_bad_values_name_the_key(key, value, message):
     with pytest.raises(ConfigError) as e:

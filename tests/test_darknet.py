@@ -16,6 +16,7 @@ from nets.darknet import (BUILTIN_CFG, DarknetError, cfg_info, export_darknet, m
 from nets.loader import load_pretrained
 from nets.yolo import YoloBody
 from utils.assets import read_anchors, read_classes
+from utils.decode import decode_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 # Sizes of the files Darknet publishes (AlexeyAB/darknet releases), header included.
@@ -117,6 +118,38 @@ def test_opencv_dnn_reads_our_cfg_and_weights(tmp_path, num_classes, size):
         assert diff < 1e-3
 
 
+@pytest.mark.parametrize("scale_x_y", [1.0, 1.05])
+def test_opencv_dnn_yolo_layers_decode_like_ours(tmp_path, scale_x_y):
+    """OpenCV's [yolo] layer (its own implementation of Darknet's decoding, scale_x_y included) gives
+    the boxes and scores that utils/decode.py gives."""
+    size, num_classes = 128, 3
+    m = random_model(num_classes, seed=3)
+    m.img_size, m.scale_x_y = size, scale_x_y
+    cfg = export_darknet(m, tmp_path / "m.weights")
+    assert cfg_info(cfg).scale_x_y == pytest.approx(scale_x_y)
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(tmp_path / "m.weights"))
+    rgb = rgb_image(size, seed=1)
+    net.setInput(cv2.dnn.blobFromImage(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 1 / 255.0, (size, size), swapRB=True))
+    theirs = []
+    for out, stride in zip(net.forward(["yolo_30", "yolo_37"]), (32, 16)):  # rows: cell row, column, anchor
+        g = size // stride
+        theirs.append(torch.from_numpy(out).view(g, g, 3, 5 + num_classes).permute(2, 0, 1, 3).reshape(-1, 5 + num_classes))
+    theirs = torch.cat(theirs)
+    with torch.no_grad():
+        raw = m(to_tensor(rgb))
+    for s, should_match in [(scale_x_y, True), (1.0 if scale_x_y != 1.0 else 1.05, False)]:
+        pred = decode_outputs(raw, m.anchors, m.masks, m.strides, s)[0]
+        ours = torch.cat([(pred[:, :2] + pred[:, 2:4]) / 2 / size, (pred[:, 2:4] - pred[:, :2]) / size], 1)
+        diff = float(((ours - theirs[:, :4]).abs() / theirs[:, :4].abs().clamp(min=1)).max())
+        print(f"cfg scale_x_y {scale_x_y}, decoded with {s}: max |ours - OpenCV| {diff:.2e} (normalised xywh, relative above 1)")
+        assert (diff < 5e-4) == should_match  # 1.0 vs 1.05 differs by ~5e-3 here
+    torch.testing.assert_close(pred[:, 4], theirs[:, 4], atol=1e-4, rtol=0)
+    scores = pred[:, 4:5] * pred[:, 5:]
+    shown = theirs[:, 5:] > 0  # OpenCV zeroes class scores under its threshold
+    assert shown.any()
+    torch.testing.assert_close(scores[shown], theirs[:, 5:][shown], atol=1e-4, rtol=0)
+
+
 def test_conv29_backbone_into_attention_model_with_other_classes(tmp_path):
     src = random_model(80)
     path = tmp_path / "yolov4-tiny.conv.29"
@@ -211,8 +244,10 @@ def test_cli_import_and_export(tmp_path):
     r = subprocess.run([*run, "--weights", str(weights), "--out", str(tmp_path / "m.pt"), "--classes", "80"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    assert "scale_x_y=1.05" in r.stderr  # no cfg: the official cfg's decoding, and it says so
     model = load_model(tmp_path / "m.pt")
     assert model.class_names == read_classes(ROOT / "model_data" / "coco_classes.txt")
+    assert model.scale_x_y == pytest.approx(1.05)
     x = to_tensor(rgb_image(64))
     with torch.no_grad():
         for a, b in zip(src(x), model(x)):
@@ -221,7 +256,8 @@ def test_cli_import_and_export(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "back.weights").read_bytes()[20:] == weights.read_bytes()[20:]
-    assert cfg_info(tmp_path / "back.cfg").num_classes == 80
+    back = cfg_info(tmp_path / "back.cfg")
+    assert back.num_classes == 80 and back.scale_x_y == pytest.approx(1.05)
     r = subprocess.run([*run, "--weights", str(weights), "--out", str(tmp_path / "x.pt"), "--classes", "20"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "holds 80 classes" in r.stderr and "train.py --weights" in r.stderr

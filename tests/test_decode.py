@@ -90,6 +90,24 @@ def test_decode_boxes_matches_formula_on_random_input():
         torch.testing.assert_close(got[b, a, gy, gx], want)
 
 
+def test_scale_x_y_hand_computed():
+    """Darknet's yolo layer: x = s * sigmoid(tx) - (s - 1) / 2, so a saturated tx reaches past the cell edge."""
+    C = 1
+    outs = blank_outputs(1, C, 64)
+    # s32 head, slot 0 = anchor #3 (81 x 82), cell gx=1, gy=0: tx saturated high, ty saturated low, tw=th=0
+    set_cell(outs, 0, 0, 0, 0, 1, [30.0, -30.0, 0.0, 0.0, 0.0, 0.0])
+    row = 0 * 4 + 0 * 2 + 1
+    plain = decode_outputs(outs, ANCHORS, MASKS, STRIDES)[0, row, :4]
+    scaled = decode_outputs(outs, ANCHORS, MASKS, STRIDES, scale_x_y=1.05)[0, row, :4]
+    # s = 1:    cx = (1 + 1) * 32 = 64,              cy = (0 + 0) * 32 = 0
+    # s = 1.05: cx = (1.05 - 0.025 + 1) * 32 = 64.8, cy = (0 - 0.025 + 0) * 32 = -0.8
+    torch.testing.assert_close(plain, torch.tensor([64 - 40.5, 0 - 41, 64 + 40.5, 0 + 41]))
+    torch.testing.assert_close(scaled, torch.tensor([64.8 - 40.5, -0.8 - 41, 64.8 + 40.5, -0.8 + 41]))
+    # tx = 0 is the cell centre whatever s is
+    p = torch.zeros(1, 1, 2, 2, 4)
+    torch.testing.assert_close(decode_boxes(p, ANCHORS[:1], 8, scale_x_y=1.2), decode_boxes(p, ANCHORS[:1], 8))
+
+
 def test_head_view_layout_is_anchor_major():
     C = 2
     out = torch.arange(3 * (5 + C) * 2 * 2, dtype=torch.float32).view(1, 3 * (5 + C), 2, 2)

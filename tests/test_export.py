@@ -27,7 +27,9 @@ SIZE = 64
 
 
 def spread_model(phi: str) -> YoloBody:
-    return random_detector(phi, len(NAMES))
+    m = random_detector(phi, len(NAMES))
+    m.scale_x_y = 1.05  # not the default: the ONNX metadata must carry it to predict.py
+    return m
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +63,7 @@ def test_onnx_file_is_valid_and_self_describing(exported):
     cfg = json.loads(meta["model_cfg"])
     assert cfg["class_names"] == NAMES and cfg["img_size"] == SIZE and cfg["phi"] == "ca"
     assert cfg["anchors"] == [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]
-    assert cfg["masks"] == [[3, 4, 5], [1, 2, 3]] and cfg["strides"] == [32, 16]
+    assert cfg["masks"] == [[3, 4, 5], [1, 2, 3]] and cfg["strides"] == [32, 16] and cfg["scale_x_y"] == 1.05
     assert [o.name for o in proto.graph.output] == ["out_s32", "out_s16"]
 
 

@@ -37,8 +37,8 @@ def ciou_by_hand(a, b):
     return iou - rho2 / c2 - alpha * v
 
 
-@pytest.mark.parametrize("obj_iou_ratio", [0.0, 1.0])
-def test_hand_computed_single_box(obj_iou_ratio):
+@pytest.mark.parametrize("obj_iou_ratio,scale_x_y", [(0.0, 1.0), (1.0, 1.0), (1.0, 1.1)])
+def test_hand_computed_single_box(obj_iou_ratio, scale_x_y):
     # GT 40x32 centred at (36, 20) in a 64x64 input: best anchor is #2 (37x58, shape IoU 0.528),
     # which is slot 1 of the stride-16 head; the centre lies in cell (gx=2, gy=1) there.
     C = 2
@@ -49,11 +49,12 @@ def test_hand_computed_single_box(obj_iou_ratio):
     a, gx, gy, stride = 1, 2, 1, 16
     out[1][0, a * (5 + C): (a + 1) * (5 + C), gy, gx] = torch.tensor(raw)
     crit = YoloLoss(ANCHORS, C, MASKS, STRIDES, match_iou_thresh=1.0, neighbor_cells=False, ignore_thresh=2.0,
-                    obj_iou_ratio=obj_iou_ratio, **GAINS)
+                    obj_iou_ratio=obj_iou_ratio, scale_x_y=scale_x_y, **GAINS)
     total, items = crit(out, targets)
 
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    cx, cy = (sig(raw[0]) + gx) * stride, (sig(raw[1]) + gy) * stride
+    s = scale_x_y  # Darknet: offset = s * sigmoid(t) - (s - 1) / 2
+    off = lambda v: s / (1 + math.exp(-v)) - (s - 1) / 2  # noqa: E731
+    cx, cy = (off(raw[0]) + gx) * stride, (off(raw[1]) + gy) * stride
     w, h = 37 * math.exp(raw[2]), 58 * math.exp(raw[3])
     pred = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
     ciou = ciou_by_hand(pred, gt)

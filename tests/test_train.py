@@ -30,7 +30,7 @@ def run(cfg):
 
 
 def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
-    res = run(make_cfg(tiny_voc, tmp_path, epochs=4, phi="eca", name="short", mosaic=0.5))
+    res = run(make_cfg(tiny_voc, tmp_path, epochs=4, phi="eca", name="short", mosaic=0.5, scale_x_y=1.05))
     d = Path(res["save_dir"])
     for f in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.csv", "results.png"):
         assert (d / f).is_file(), f
@@ -42,6 +42,7 @@ def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
     assert all(0.0 <= float(r["mAP50"]) <= 1.0 for r in rows)
     ck = load_checkpoint(d / "weights" / "last.pt")
     assert ck["model_cfg"]["class_names"] == ["square", "disc"] and ck["model_cfg"]["phi"] == "eca"
+    assert ck["model_cfg"]["scale_x_y"] == 1.05  # the decoding it trained with goes to predict.py
     assert ck["epoch"] == 3 and ck["train"]["optimizer"]["state"]
     assert load_checkpoint(d / "weights" / "best.pt")["train"] is None
     assert load_config(d / "config.yaml").phi == "eca"

@@ -78,6 +78,7 @@ class Config:
     ignore_thresh: float = 0.5
     match_iou_thresh: float = 0.213  # extra anchors whose shape IoU with a box exceeds this; >= 1: best anchor only
     neighbor_cells: bool = True  # also assign the two cells next to a box centre (YOLOv5's rule)
+    scale_x_y: float = 1.0  # box-centre range: s * sigmoid - (s - 1) / 2; official yolov4-tiny.cfg: 1.05
     obj_iou_ratio: float = 0.0  # objectness target: 0 -> 1.0, 1 -> the box's IoU
     # --- evaluation ---
     eval_interval: int = 1  # evaluate every N epochs (and always at the last)
@@ -177,6 +178,9 @@ def validate(cfg: Config, root: Path = ROOT) -> Config:
     for key in POSITIVE:
         if getattr(cfg, key) <= 0:
             raise ConfigError(f"config key '{key}': {getattr(cfg, key)} must be positive")
+    if not 1.0 <= cfg.scale_x_y <= 2.0:
+        raise ConfigError(f"config key 'scale_x_y': {cfg.scale_x_y} must be in [1, 2] (1.0: plain sigmoid; "
+                          "the official yolov4-tiny.cfg uses 1.05)")
     if cfg.epochs == 0 and cfg.time == 0:
         raise ConfigError("config key 'epochs': 0 epochs and no 'time' budget would train nothing")
     try:

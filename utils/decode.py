@@ -1,12 +1,14 @@
 """Decoding of the two YOLO heads, batched NMS and un-letterbox: the one place these formulas live.
 
     raw = model(x)                                   # [out_s32, out_s16], Darknet channel layout
-    pred = decode_outputs(raw, model.anchors, model.masks, model.strides)   # (B, N, 5 + C)
+    pred = decode_outputs(raw, model.anchors, model.masks, model.strides, model.scale_x_y)  # (B, N, 5+C)
     dets = non_max_suppression(pred, conf_thres=0.25, iou_thres=0.45)      # per image, input pixels
     boxes = unletterbox(dets[0]["boxes"], scale, (pad_x, pad_y), (h, w))   # original pixels
 
 YOLOv4 formulas (also used by the loss through `decode_boxes`):
-    cx = (sigmoid(tx) + gx) * stride,  w = anchor_w * exp(tw),  score = sigmoid(obj) * sigmoid(cls).
+    cx = (s * sigmoid(tx) - (s - 1) / 2 + gx) * stride,  w = anchor_w * exp(tw),  score = sigmoid(obj) * sigmoid(cls),
+with s = scale_x_y (Darknet's "eliminate grid sensitivity"; 1.0 = plain YOLOv3 decoding, the default here,
+1.05 in the official yolov4-tiny.cfg), so a centre can reach its cell's edges.
 Everything is vectorised over the batch; no Python loop touches a box or an anchor.
 """
 from __future__ import annotations
@@ -47,13 +49,16 @@ def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype = torch.f
 
 
 def decode_boxes(p: torch.Tensor, anchors: torch.Tensor, stride: float,
-                 max_log_wh: float | None = MAX_LOG_WH) -> torch.Tensor:
+                 max_log_wh: float | None = MAX_LOG_WH, scale_x_y: float = 1.0) -> torch.Tensor:
     """Raw head (B, A, H, W, >=4) and its anchors (A, 2) in input pixels -> (B, A, H, W, 4) cx, cy, w, h.
 
     Differentiable, so the loss decodes with the very same formula.
     """
     grid = make_grid(p.shape[2], p.shape[3], p.device, p.dtype)
-    xy = (torch.sigmoid(p[..., 0:2]) + grid) * stride
+    offset = torch.sigmoid(p[..., 0:2])
+    if scale_x_y != 1.0:
+        offset = offset * scale_x_y - 0.5 * (scale_x_y - 1.0)
+    xy = (offset + grid) * stride
     twh = p[..., 2:4] if max_log_wh is None else p[..., 2:4].clamp(-max_log_wh, max_log_wh)
     wh = torch.exp(twh) * anchors.to(p).view(1, -1, 1, 1, 2)
     return torch.cat((xy, wh), dim=-1)
@@ -66,7 +71,7 @@ def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
 
 def decode_outputs(outputs: Sequence[torch.Tensor], anchors: torch.Tensor,
                    masks: Sequence[Sequence[int]] = ((3, 4, 5), (1, 2, 3)),
-                   strides: Sequence[int] = (32, 16)) -> torch.Tensor:
+                   strides: Sequence[int] = (32, 16), scale_x_y: float = 1.0) -> torch.Tensor:
     """Both raw heads -> (B, N, 5 + C): [x1, y1, x2, y2] in network-input pixels, objectness, class probs.
 
     N = sum over heads of A*H*W, ordered head by head, then anchor, row, column.
@@ -76,7 +81,7 @@ def decode_outputs(outputs: Sequence[torch.Tensor], anchors: torch.Tensor,
     parts = []
     for out, mask, stride in zip(outputs, masks, strides):
         p = head_view(out.float(), len(mask))
-        box = cxcywh_to_xyxy(decode_boxes(p, anchors[list(mask)].to(p.device), stride))
+        box = cxcywh_to_xyxy(decode_boxes(p, anchors[list(mask)].to(p.device), stride, scale_x_y=scale_x_y))
         parts.append(torch.cat((box, torch.sigmoid(p[..., 4:])), dim=-1).flatten(1, 3))
     return torch.cat(parts, dim=1)
 

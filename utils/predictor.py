@@ -140,14 +140,15 @@ class Predictor:
             num_classes = int(cfg["num_classes"])
             defaults = dict(img_size=int(cfg.get("img_size", 416)), class_names=cfg.get("class_names"),
                             anchors=cfg["anchors"], masks=cfg.get("masks", ((3, 4, 5), (1, 2, 3))),
-                            strides=cfg.get("strides", (32, 16)))
+                            strides=cfg.get("strides", (32, 16)), scale_x_y=float(cfg.get("scale_x_y", 1.0)))
         else:
             param = next(model.parameters())
             self.device = resolve_device(device) if device is not None else param.device
             self.dtype = resolve_dtype(dtype, self.device) if dtype is not None else param.dtype
             num_classes = int(model.num_classes)
             defaults = dict(img_size=getattr(model, "img_size", 416), class_names=getattr(model, "class_names", None),
-                            anchors=model.anchors, masks=model.masks, strides=model.strides)
+                            anchors=model.anchors, masks=model.masks, strides=model.strides,
+                            scale_x_y=float(getattr(model, "scale_x_y", 1.0)))
         self.num_classes = num_classes
         self.img_size = int(img_size or defaults["img_size"])
         if self.img_size % 32 or self.img_size <= 0:
@@ -162,6 +163,7 @@ class Predictor:
         self.anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float32)).reshape(-1, 2).to(self.device)
         self.masks = [list(m) for m in (masks or defaults["masks"])]
         self.strides = list(strides or defaults["strides"])
+        self.scale_x_y = defaults["scale_x_y"]
         self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), int(max_det)
         self.classes = self.resolve_classes(classes)
         self.agnostic, self.multi_label, self.rect = bool(agnostic), bool(multi_label), bool(rect)
@@ -277,7 +279,7 @@ class Predictor:
     @torch.inference_mode()
     def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
         """Decode + NMS in network-input pixels, then boxes back to each original image, clipped."""
-        pred = decode_outputs(raw, self.anchors, self.masks, self.strides)
+        pred = decode_outputs(raw, self.anchors, self.masks, self.strides, self.scale_x_y)
         dets = non_max_suppression(pred, self.conf_thres, self.iou_thres, self.max_det, self.classes,
                                    self.agnostic, self.multi_label)
         for det, info in zip(dets, infos):

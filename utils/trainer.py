@@ -116,7 +116,7 @@ class Trainer:
     def setup_model(self) -> None:
         cfg = self.cfg
         anchors = read_anchors(resolve_path(cfg.anchors))
-        model = YoloBody(len(self.class_names), cfg.phi, cfg.attention_sites, anchors=anchors)
+        model = YoloBody(len(self.class_names), cfg.phi, cfg.attention_sites, anchors=anchors, scale_x_y=cfg.scale_x_y)
         model.class_names, model.img_size = self.class_names, cfg.img_size
         init_head_biases(model, model.num_classes, img_size=cfg.img_size)
         if cfg.weights and not self.resume_ckpt:
@@ -130,7 +130,7 @@ class Trainer:
                                   box_gain=cfg.box_gain, obj_gain=cfg.obj_gain, cls_gain=cfg.cls_gain,
                                   label_smoothing=cfg.label_smoothing, ignore_thresh=cfg.ignore_thresh,
                                   match_iou_thresh=cfg.match_iou_thresh, neighbor_cells=cfg.neighbor_cells,
-                                  obj_iou_ratio=cfg.obj_iou_ratio).to(self.device)
+                                  obj_iou_ratio=cfg.obj_iou_ratio, scale_x_y=model.scale_x_y).to(self.device)
         self.base_lr = scaled_lr(cfg.lr0, cfg.batch_size, cfg.nbs, cfg.optimizer)
         self.optimizer = build_optimizer(model, cfg.optimizer, self.base_lr, cfg.momentum, cfg.weight_decay)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
