@@ -45,7 +45,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))  # sections.py, also when this file is imported, not run
+sys.path.insert(0, str(ROOT / "benchmarks"))  # probes.py, also when this file is imported, not run
 
 from utils.assets import read_anchors  # noqa: E402
 from utils.config import DEFAULT_CONFIG, load_config, resolve_path  # noqa: E402
@@ -269,7 +269,7 @@ def bench_reference(args: argparse.Namespace, tr: Trainer) -> dict:
 
 
 def machine_info(device: torch.device) -> dict:
-    from sections import cpu_model  # the suite's reader of /proc/cpuinfo (standard library only)
+    from probes import cpu_model  # the suite's reader of /proc/cpuinfo (standard library only)
 
     return {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),

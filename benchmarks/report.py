@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sections import tail
+from probes import tail
 
 
 def section_result(doc: dict, name: str) -> dict | None:

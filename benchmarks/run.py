@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # sections.py and report.py lie beside this script (benchmarks/ is not a package)
+if str(HERE) not in sys.path:  # its siblings (probes, sections, report) lie beside it (benchmarks/ is not a package)
     sys.path.insert(0, str(HERE))
 
+from probes import cpu_busy_fraction, default_device, peak_memory, tail  # noqa: E402
 from report import section_result, to_markdown  # noqa: E402
-from sections import RUNNERS, cpu_busy_fraction, default_device, peak_memory, run_section_child, tail  # noqa: E402
+from sections import RUNNERS, run_section_child  # noqa: E402
 
 SCHEMA_VERSION = 1
 SECTIONS = ("machine", "matmul", "loader", "train", "inference", "memory", "eval")

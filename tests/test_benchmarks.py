@@ -23,8 +23,9 @@ def run_suite(*args: str, timeout: float = 600) -> tuple[dict, subprocess.Comple
 
 
 def load_bench_module(name: str):
-    """benchmarks/NAME.py as a module (run.py, sections.py and report.py import only the standard library at
-    module level; run.py puts benchmarks/ on sys.path for its siblings, as benchmarks/ is not a package)."""
+    """benchmarks/NAME.py as a module (run.py, sections.py, probes.py and report.py import only the standard
+    library at module level; run.py and sections.py put benchmarks/ on sys.path for their siblings, as
+    benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
