@@ -60,9 +60,9 @@ def format_summary(s: dict) -> str:
         f"  GFLOPs:     {s['gflops']:.2f}  (2 x MACs, torch.utils.flop_counter)",
     ]
     if s["attention_sites"]:
-        lines.append(f"  {'site':<10}{'block':<10}{'params':>12}{'GFLOPs':>10}")
+        lines.append(f"  {'site':<10}{'block':<10}{'params':>12}{'MFLOPs':>10}")  # blocks are ~1e-4 of the net
         for site, v in s["attention_sites"].items():
-            lines.append(f"  {site:<10}{v['block']:<10}{v['params']:>12,}{v['gflops']:>10.5f}")
+            lines.append(f"  {site:<10}{v['block']:<10}{v['params']:>12,}{v['gflops'] * 1e3:>10.2f}")
     else:
         lines.append("  attention: none")
     return "\n".join(lines)
