@@ -220,3 +220,56 @@ def test_eval_dataset_survives_missing_image(tmp_path):
     img, idx, scale, pad = ds[0]
     assert img.shape == (3, 64, 64) and idx == 0 and ds.load_failures == 1
     assert scale == pytest.approx(64 / max(recs[0].width, recs[0].height))
+
+
+def _image_reasons(items):
+    """{image stem: reason}; COCO names the json and the image ('x.json [image id 7: a2.jpg]')."""
+    return {Path(f.rstrip("]").split(": ")[-1]).stem: why for f, why in items}
+
+
+def _subset_yaml(tmp_path: Path, fmt: str, unlisted: str | None) -> tuple[Path, list[str]]:
+    """The six fixture images (cat, dog, bird) in `fmt`, and a data YAML that lists only two classes."""
+    imgs = default_images()
+    every = [i.name for i in imgs]
+    if fmt == "voc":
+        root, train, names = write_voc(tmp_path, imgs, splits={"train": every}), "VOC2007/train", ["bird", "cat"]
+    elif fmt == "coco":
+        root, names = tmp_path, ["bird", "cat"]
+        train = str(write_coco(tmp_path, imgs))
+    else:  # YOLO-txt: names by index, so the subset is the first two ids and "bird" (id 2) is unlisted
+        root, train, names = write_yolo(tmp_path, imgs, splits={"train": every}), "images/train", ["cat", "dog"]
+    cfg = tmp_path / f"{fmt}.yaml"
+    cfg.write_text(f"format: {fmt}\npath: {root}\ntrain: {train}\nnames: {names}\n"
+                   + (f"unlisted_classes: {unlisted}\n" if unlisted else ""))
+    return cfg, names
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_unlisted_classes_skip_the_image_or_drop_the_objects(tmp_path, fmt):
+    """A names list shorter than the labels: by default such images are skipped and the message says how
+    to train on the subset; `unlisted_classes: drop` keeps every image and only leaves those objects out."""
+    cfg, names = _subset_yaml(tmp_path, fmt, None)
+    unlisted = "bird" if fmt == "yolo" else "dog"
+    full = {i.name: [(b, ["cat", "dog", "bird"][c]) for b, c in zip(i.boxes, i.classes)] for i in default_images()}
+    holders = {n for n, objs in full.items() if any(c == unlisted for _, c in objs)}
+    recs, report = load_records(load_data_spec(str(cfg)), "train")  # label cache on: it must not mix the modes
+    skipped = _image_reasons(report.skipped)
+    assert set(skipped) == holders and len(recs) == 6 - len(holders)
+    assert all("unknown class" in why and "unlisted_classes: drop" in why for why in skipped.values())
+
+    cfg.write_text(cfg.read_text() + "unlisted_classes: drop\n")
+    recs, report = load_records(load_data_spec(str(cfg)), "train")
+    assert not report.skipped and report.used == 6
+    repaired = _image_reasons(report.repaired)
+    assert set(repaired) == holders
+    assert all(why.startswith("objects of unlisted classes dropped: ") for why in repaired.values())
+    for r in recs:
+        want = [(b, names.index(c)) for b, c in full[Path(r.image).stem] if c != unlisted]
+        assert r.classes.tolist() == [c for _, c in want], r.image
+        np.testing.assert_allclose(r.boxes, np.array([b for b, _ in want], np.float32).reshape(-1, 4), atol=0.02)
+
+
+def test_unlisted_classes_bad_value_names_the_file(tmp_path):
+    cfg, _ = _subset_yaml(tmp_path, "voc", "maybe")
+    with pytest.raises(DataError, match=r"v?oc.yaml: 'unlisted_classes: maybe' must be one of skip_image, drop"):
+        load_data_spec(str(cfg))

@@ -4,6 +4,7 @@ Readers only parse; `load.finish` checks images and boxes the same way for every
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,3 +29,15 @@ class Candidate:
 
 def failed(image: str, label_file: str, reason: str) -> Candidate:
     return Candidate(image=image, label_file=label_file, error=reason)
+
+
+# What an unknown class's skip message suggests: the fix for a typo, or the switch for training on a subset.
+UNLISTED_FIX = ("add it to the class names (classes.txt / the data YAML 'names'), fix the label, or set "
+                "'unlisted_classes: drop' in the data YAML to train on the listed classes only")
+
+
+def dropped_unlisted(labels: list[str]) -> str:
+    """The repair a reader records when `unlisted_classes: drop` leaves objects out of an image."""
+    counts = Counter(labels)
+    return "objects of unlisted classes dropped: " + ", ".join(
+        f"{k} x{n}" if n > 1 else k for k, n in counts.most_common())

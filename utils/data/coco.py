@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidate import Candidate, failed
+from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
 from .records import DataError
 from .spec import SplitSource
 
@@ -93,7 +93,7 @@ def _has_images(d: Path) -> bool:
         return any(e.name.lower().endswith(IMG_EXTS) for e in it)
 
 
-def read_coco(src: SplitSource, cat_ids: list[int]) -> list[Candidate]:
+def read_coco(src: SplitSource, cat_ids: list[int], drop_unlisted: bool = False) -> list[Candidate]:
     path = Path(src.path)
     coco = get_coco(path)
     images = Path(src.images) if src.images else find_coco_images(path)
@@ -115,17 +115,19 @@ def read_coco(src: SplitSource, cat_ids: list[int]) -> list[Candidate]:
             out.append(failed(img, where, "annotation bbox is not [x, y, w, h]"))
             continue
         cats = [a.get("category_id") for a in anns]
+        broken = [c for c in cats if c not in known]  # a json error, whatever unlisted_classes says
         unknown = [c for c in cats if c not in to_index]
-        if unknown:
-            c = unknown[0]
-            what = f"category {c} ('{known[c]}') is not in the class names" if c in known else \
-                f"category_id {c} is not in the json's categories"
+        if broken or (unknown and not drop_unlisted):
+            what = f"category_id {broken[0]} is not in the json's categories" if broken else \
+                f"category {unknown[0]} ('{known[unknown[0]]}') is not in the class names; {UNLISTED_FIX}"
             out.append(failed(img, where, f"unknown class: {what}"))
             continue
-        boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], 1)  # xywh -> xyxy
-        classes = np.array([to_index[c] for c in cats], np.int64)
-        iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns])
-        area = np.array([a.get("area", w * h) for a, (w, h) in zip(anns, bb[:, 2:])], np.float32)
+        keep = np.array([c in to_index for c in cats], bool)
+        boxes = np.concatenate([bb[:, :2], bb[:, :2] + bb[:, 2:]], 1)[keep]  # xywh -> xyxy
+        classes = np.array([to_index[c] for c in cats if c in to_index], np.int64)
+        iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns])[keep]
+        area = np.array([a.get("area", w * h) for a, (w, h) in zip(anns, bb[:, 2:])], np.float32)[keep]
         out.append(Candidate(img, where, boxes, classes, iscrowd=iscrowd, area=area,
-                             image_id=int(img_id), declared_size=declared))
+                             image_id=int(img_id), declared_size=declared,
+                             repairs=[dropped_unlisted([f"'{known[c]}'" for c in unknown])] if unknown else []))
     return out

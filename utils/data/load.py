@@ -68,14 +68,14 @@ def _read(spec: DataSpec, src: SplitSource) -> list[Candidate]:
     if spec.format == "voc":
         from .voc import read_voc
 
-        return read_voc(src, spec.names)
+        return read_voc(src, spec.names, spec.drop_unlisted)
     if spec.format == "coco":
         from .coco import read_coco
 
-        return read_coco(src, spec.cat_ids or [])
+        return read_coco(src, spec.cat_ids or [], spec.drop_unlisted)
     from .yolo_txt import read_yolo
 
-    return read_yolo(src, spec.num_classes)
+    return read_yolo(src, spec.num_classes, spec.drop_unlisted)
 
 
 def in_holdout(name: str, fraction: float) -> bool:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
 HOLDOUT = 0.1  # fraction of an unsplit set used for val
 FORMATS = ("voc", "coco", "yolo")
+UNLISTED_CHOICES = ("skip_image", "drop")  # data YAML 'unlisted_classes'
 
 
 @dataclass
@@ -56,6 +57,9 @@ class DataSpec:
     cat_ids: list[int] | None = None  # coco: category id of each class index (for json export)
     cache: bool = True  # write/read the label cache next to the data
     synthetic: bool = False
+    # objects of classes not in `names`: False skips the image as a bad sample (a typo shows);
+    # True ("unlisted_classes: drop") drops those objects and keeps the image: training on a subset
+    drop_unlisted: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -142,6 +146,11 @@ def _from_yaml(path: Path) -> DataSpec:
         raise DataError(f"{path}: format '{fmt}' is not one of voc, coco, yolo, synthetic")
     names = _names_from(cfg.get("names"), [path.parent, root, Path.cwd(), ROOT], str(path))
     use_cache = bool(cfg.get("cache", True))
+    unlisted = str(cfg.get("unlisted_classes", "skip_image")).strip().lower()
+    if unlisted not in UNLISTED_CHOICES:
+        raise DataError(f"{path}: 'unlisted_classes: {cfg.get('unlisted_classes')}' must be one of "
+                        f"{', '.join(UNLISTED_CHOICES)} (drop: objects of classes not in 'names' are left out, "
+                        "their images kept; skip_image: such images are skipped and reported)")
     loc = [root, path.parent, Path.cwd(), ROOT]
     if fmt == "voc":
         splits = {s: [_voc_entry(e, loc, path) for e in v] for s, v in entries.items() if v}
@@ -154,6 +163,7 @@ def _from_yaml(path: Path) -> DataSpec:
                       for e in v] for s, v in entries.items() if v}
         spec = _yolo_spec(root, names, splits)
     spec.cache = use_cache
+    spec.drop_unlisted = unlisted == "drop"
     return spec
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidate import Candidate, failed
+from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
 from .spec import SplitSource
 from .validate import IMG_EXTS
 
@@ -82,7 +82,7 @@ def _image_path(year: Path, image_id: str, filename: str | None) -> Path:
     return jpg  # missing: reported by the image check
 
 
-def read_voc(src: SplitSource, names: list[str]) -> list[Candidate]:
+def read_voc(src: SplitSource, names: list[str], drop_unlisted: bool = False) -> list[Candidate]:
     year = Path(src.path)
     index = {n: i for i, n in enumerate(names)}
     out = []
@@ -98,12 +98,14 @@ def read_voc(src: SplitSource, names: list[str]) -> list[Candidate]:
             continue
         img = _image_path(year, image_id, filename)
         unknown = [n for n in obj_names if n not in index]
-        if unknown:
+        if unknown and not drop_unlisted:
             out.append(failed(str(img), str(xml), f"unknown class: '{unknown[0]}' is not in the class names "
                                                   f"({len(names)}: {', '.join(names[:6])}{'...' if len(names) > 6 else ''}); "
-                                                  "add it to classes.txt / the data YAML 'names', or fix the label"))
+                                                  + UNLISTED_FIX))
             continue
-        boxes = raw - np.array([1, 1, 0, 0], np.float32)  # 1-based inclusive -> 0-based continuous
-        classes = np.array([index[n] for n in obj_names], np.int64)
-        out.append(Candidate(str(img), str(xml), boxes, classes, difficult=difficult, declared_size=declared))
+        keep = np.array([n in index for n in obj_names], bool)
+        boxes = raw[keep] - np.array([1, 1, 0, 0], np.float32)  # 1-based inclusive -> 0-based continuous
+        classes = np.array([index[n] for n in obj_names if n in index], np.int64)
+        out.append(Candidate(str(img), str(xml), boxes, classes, difficult=difficult[keep], declared_size=declared,
+                             repairs=[dropped_unlisted([f"'{n}'" for n in unknown])] if unknown else []))
     return out

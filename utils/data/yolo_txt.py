@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .candidate import Candidate, failed
+from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
 from .records import DataError
 from .spec import SplitSource
 from .validate import IMG_EXTS
@@ -105,7 +105,7 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def read_yolo(src: SplitSource, num_classes: int) -> list[Candidate]:
+def read_yolo(src: SplitSource, num_classes: int, drop_unlisted: bool = False) -> list[Candidate]:
     out = []
     for img in list_images(src.path):
         lab = label_path(img)
@@ -119,10 +119,14 @@ def read_yolo(src: SplitSource, num_classes: int) -> list[Candidate]:
         except (ValueError, OSError) as e:
             out.append(failed(str(img), str(lab), str(e)))
             continue
-        if len(classes) and classes.max() >= num_classes:
+        unlisted = classes >= num_classes
+        if unlisted.any() and not drop_unlisted:
             out.append(failed(str(img), str(lab), f"unknown class: id {int(classes.max())} but there are "
-                                                  f"{num_classes} class names; add the name or fix the label"))
+                                                  f"{num_classes} class names; {UNLISTED_FIX}"))
             continue
+        if unlisted.any():
+            repairs.append(dropped_unlisted([f"id {int(c)}" for c in classes[unlisted]]))
+            classes, boxes = classes[~unlisted], boxes[~unlisted]
         out.append(Candidate(str(img), str(lab), boxes, classes, normalized=True, repairs=repairs))
     return out
 
