@@ -69,6 +69,7 @@ class Config:
     hsv_s: float = 0.7
     hsv_v: float = 0.4
     fliplr: float = 0.5
+    multi_scale: float = 0.0  # > 0: each batch trains at a random multiple of 32 in img_size * (1 -/+ this)
     close_mosaic: int = 10  # mosaic off for the last N epochs (under a time budget: at most 25% of the planned epochs)
     # --- loss ---
     box_gain: float = 0.05
@@ -104,8 +105,8 @@ CHOICES = {
     "amp": ("off", "fp16", "bf16"),
     "best_metric": ("map50_95", "map50"),
 }
-PROBABILITIES = ("mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "label_smoothing", "ignore_thresh", "obj_iou_ratio",
-                 "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
+PROBABILITIES = ("mosaic", "mixup", "fliplr", "multi_scale", "hsv_h", "hsv_s", "hsv_v", "label_smoothing",
+                 "ignore_thresh", "obj_iou_ratio", "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
 NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
                 "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience", "seed")
 POSITIVE = ("batch_size", "nbs", "lr0", "eval_interval", "max_det")

@@ -27,6 +27,7 @@ from utils.assets import read_anchors
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
 from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
+from utils.multiscale import batch_size_at, rescale_batch
 from utils.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
 from utils.runs import increment_dir
 from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, select_device, set_rng_state
@@ -289,7 +290,8 @@ class Trainer:
             it = epoch * nb + i
             set_learning_rates(self.optimizer, self.base_lr, lr_factor(epoch + i / nb, self.epochs, cfg.scheduler, cfg.lrf),
                                it, warmup_iters, cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
-            loss, items = self.forward_loss(images, targets)
+            size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it)
+            loss, items = self.forward_loss(images, targets, size)
             totals += items
             seen += 1
             # the one host sync of the step: the finiteness check and the progress numbers share it
@@ -312,12 +314,16 @@ class Trainer:
             self.finish_profiler(profiler)
         return (totals / max(seen, 1)).tolist()
 
-    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and its (box, obj, cls) parts for a loader batch (uint8 images, targets rows of 6)."""
+    def forward_loss(self, images: torch.Tensor, targets: torch.Tensor,
+                     size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and its (box, obj, cls) parts for a loader batch (uint8 images, targets rows of 6),
+        trained at `size` x `size` when given (multi-scale)."""
         images = images.to(self.device, non_blocking=True).float().div_(255)
+        targets = targets.to(self.device, non_blocking=True)
+        if size is not None:
+            images, targets = rescale_batch(images, targets, size)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             outputs = self.train_model(images)
         return self.criterion([o.float() for o in outputs], targets)
