@@ -97,6 +97,7 @@ class Config:
     exist_ok: bool = False
     resume: str = ""  # a run directory or its last.pt
     profile: bool = False
+    plots: bool = True  # labels.png, train_batch0-2.jpg and results.png in the run folder
 
 
 CHOICES = {

@@ -34,6 +34,7 @@ from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything,
 
 CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
 PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
+PREVIEW_BATCHES = 3  # --plots draws the first batches of the first epoch (train_batch0..2.jpg)
 RESULT_FIELDS = ["epoch", "box_loss", "obj_loss", "cls_loss", "lr", "mAP50", "mAP50-95", "epoch_time", "elapsed"]
 
 
@@ -206,6 +207,11 @@ class Trainer:
                      f"{len(self.class_names)} classes, device {self.device}, world size {self.dist.world_size}")
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(self.save_dir))
+            if cfg.plots and not self.resume_ckpt:
+                from utils.plots import plot_labels
+                recs = self.train_records
+                plot_labels([r.boxes for r in recs], [(r.width, r.height) for r in recs], [r.classes for r in recs],
+                            self.class_names, self.save_dir / "labels.png")
         nb = len(self.train_loader)
         warmup_iters = min(max(round(cfg.warmup_epochs * nb), 50 if cfg.warmup_epochs > 0 else 0), max(1, nb * max(self.epochs, 1) // 2))
         epoch_times: list[float] = []
@@ -249,8 +255,9 @@ class Trainer:
         result = {"save_dir": str(self.save_dir), "best_fitness": self.best_fitness, **metrics}
         if self.is_main:
             writer.close()
-            from utils.plots import plot_results
-            plot_results(self.save_dir / "results.csv")
+            if cfg.plots:
+                from utils.plots import plot_results
+                plot_results(self.save_dir / "results.csv")
             self.log(f"done in {self.elapsed() / 60:.1f} min; weights in {self.weights_dir}")
         cleanup(self.dist)
         return result
@@ -290,6 +297,9 @@ class Trainer:
             it = epoch * nb + i
             set_learning_rates(self.optimizer, self.base_lr, lr_factor(epoch + i / nb, self.epochs, cfg.scheduler, cfg.lrf),
                                it, warmup_iters, cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
+            if cfg.plots and self.is_main and epoch == 0 and i < PREVIEW_BATCHES:
+                from utils.plots import plot_train_batch
+                plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
             size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it)
             loss, items = self.forward_loss(images, targets, size)
             totals += items
