@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.anchors import anchor_metrics, compute_anchors, wh_iou
+from utils.anchors import anchor_metrics, box_sizes, compute_anchors, wh_iou
 from utils.data.fixtures import default_images, write_voc, write_yolo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +67,32 @@ def test_kmeans_finds_clusters():
     a = compute_anchors(wh, 6, seed=0, generations=100)
     np.testing.assert_allclose(a, centres, rtol=0.06)
     assert anchor_metrics(wh, a)["mean_iou"] > 0.9
+
+
+def _records(wh: np.ndarray, size: int = 320) -> list:
+    from utils.data.records import Record
+
+    n = len(wh)
+    boxes = np.concatenate([np.full((n, 2), 10.0), 10.0 + wh], 1).astype(np.float32)
+    return [Record(f"{i}.jpg", size, size, boxes[i:i + 1], np.zeros(1, np.int64), np.zeros(1, bool),
+                   np.zeros(1, bool)) for i in range(n)]
+
+
+def test_check_anchors_keeps_fitting_anchors_and_refits_poor_ones():
+    from utils.anchors import check_anchors
+    from utils.assets import read_anchors
+
+    default = read_anchors(ROOT / "model_data" / "yolo_anchors.txt")
+    rng = np.random.default_rng(0)
+    fitting = _records(default[1:][rng.integers(0, 5, 60)] * rng.uniform(0.9, 1.1, (60, 1)))
+    logs = []
+    assert np.array_equal(check_anchors(fitting, default, 320, refit=True, log=logs.append), default)
+    assert "100.0% of 60 training boxes fit" in logs[-1]
+
+    tiny = _records(rng.uniform(3, 6, (60, 2)))  # 3-6 px boxes: IoU with 23x27 is < 0.06
+    kept = check_anchors(tiny, default, 320, refit=False, data="my.yaml", log=logs.append)
+    assert np.array_equal(kept, default) and "python -m utils.anchors --data my.yaml --img 320" in logs[-1]
+    new = check_anchors(tiny, default, 320, refit=True, seed=3, log=logs.append)
+    assert "fitted to the boxes" in logs[-1]
+    assert new.shape == (6, 2) and anchor_metrics(box_sizes(tiny, 320), new[1:])["bpr"] >= 0.98
+    assert np.array_equal(new, check_anchors(tiny, default, 320, refit=True, seed=3, log=logs.append))  # DDP ranks

@@ -238,3 +238,21 @@ def test_compile_without_a_cpp_compiler_says_what_to_do(tiny_voc, tmp_path, monk
     tr.setup_data()
     with pytest.raises(RuntimeError, match="needs a C.. compiler.*CXX.*without --compile"):
         tr.setup_model()
+
+
+def test_autoanchor_replaces_poor_anchors_and_resume_keeps_them(tiny_voc, tmp_path):
+    from utils.trainer import Trainer
+
+    bad = tmp_path / "huge_anchors.txt"
+    bad.write_text("300,300, 310,310, 320,320, 330,330, 340,340, 350,350\n")  # no 64-px box fits these
+    kept = run(make_cfg(tiny_voc, tmp_path, epochs=1, name="off", anchors=str(bad), autoanchor=False))
+    assert load_checkpoint(Path(kept["save_dir"]) / "weights" / "last.pt")["model_cfg"]["anchors"][0] == [300, 300]
+    res = run(make_cfg(tiny_voc, tmp_path, epochs=1, name="aa", anchors=str(bad)))
+    ck = load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
+    anchors = torch.tensor(ck["model_cfg"]["anchors"])
+    assert anchors.shape == (6, 2) and anchors.max() < 100  # fitted to the boxes, saved with the weights
+    bad.write_text((ROOT / "model_data" / "yolo_anchors.txt").read_text())  # the file now fits: not what it trained with
+    t = Trainer(load_config(None, {"resume": res["save_dir"]}), log=lambda *a: None)
+    t.setup_data()
+    t.setup_model()
+    assert torch.equal(t.model.anchors, anchors)  # the checkpoint's, not the file's

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,38 @@ def box_sizes(records, img_size: int) -> np.ndarray:
 
 def format_anchors(anchors: np.ndarray) -> str:
     return ", ".join(f"{max(1, round(w))},{max(1, round(h))}" for w, h in anchors)
+
+
+BPR_THRESHOLD = 0.98  # YOLOv5's autoanchor bar: below it, more than 2% of boxes have no anchor of IoU > 0.25
+
+
+def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed: int = 0,
+                  data: str = "DATA", log: Callable[[str], object] = print) -> np.ndarray:
+    """The anchors to train with: `anchors` when the training boxes fit them (BPR of the anchors the heads
+    use >= 0.98); else, with `refit`, anchors fitted to the boxes (k-means + evolution, seeded, so every
+    DDP rank gets the same) when they fit better. A run saves its anchors with its weights."""
+    anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
+    wh = box_sizes(records, img_size)
+    used = [i for i in USED if i < len(anchors)] if len(anchors) == 6 else list(range(len(anchors)))
+    if len(wh) < len(anchors):
+        return anchors.astype(np.float32)
+    now = anchor_metrics(wh, anchors[used])
+    fit = f"{now['bpr']:.1%} of {len(wh)} training boxes fit an anchor (IoU > 0.25), mean best IoU {now['mean_iou']:.3f}"
+    if now["bpr"] >= BPR_THRESHOLD:
+        log(f"anchors: {fit}")
+        return anchors.astype(np.float32)
+    if not refit:
+        log(f"anchors: only {fit} at {img_size} px; fit new ones with `python -m utils.anchors --data {data} "
+            f"--img {img_size}` and train with --anchors FILE, or let training do it: --autoanchor true")
+        return anchors.astype(np.float32)
+    new = compute_anchors(wh, len(anchors), seed=seed)
+    better = anchor_metrics(wh, new[used])
+    if better["mean_iou"] <= now["mean_iou"]:
+        log(f"anchors: only {fit}; anchors fitted to the boxes were no better, keeping these")
+        return anchors.astype(np.float32)
+    log(f"anchors: only {fit} at {img_size} px; training with anchors fitted to the boxes instead "
+        f"(--autoanchor): {format_anchors(new)}: {better['bpr']:.1%} fit, mean best IoU {better['mean_iou']:.3f}")
+    return new.astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:

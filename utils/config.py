@@ -34,6 +34,7 @@ class Config:
     phi: str = "3"  # attention: 0 none, 1 se, 2 cbam, 3 eca, 4 ca, 5 scse (number or name; also cse, sse)
     attention_sites: list[str] = field(default_factory=lambda: ["feat1", "feat2", "upsample"])
     anchors: str = "model_data/yolo_anchors.txt"
+    autoanchor: bool = True  # at start: if < 98% of training boxes fit an anchor, train with anchors fitted to them
     weights: str = ""  # initial weights: project checkpoint, Darknet .weights / .conv.29, reference .pth
     # --- data ---
     data: str = "synthetic"  # data YAML, VOCdevkit folder, COCO json, YOLO-txt root, or "synthetic"

@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from nets.loss import YoloLoss, init_head_biases
 from nets.loader import model_cfg_of
 from nets.yolo import YoloBody
+from utils.anchors import check_anchors
 from utils.assets import read_anchors
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
@@ -117,7 +119,12 @@ class Trainer:
 
     def setup_model(self) -> None:
         cfg = self.cfg
-        anchors = read_anchors(resolve_path(cfg.anchors))
+        if self.resume_ckpt:  # the anchors the run trained with (autoanchor may have replaced the file's)
+            anchors = np.asarray(self.resume_ckpt["model_cfg"]["anchors"], np.float32)
+        else:
+            anchors = check_anchors(self.train_records, read_anchors(resolve_path(cfg.anchors)), cfg.img_size,
+                                    refit=cfg.autoanchor, seed=cfg.seed, data=cfg.data,
+                                    log=self.log if self.is_main else lambda *a: None)
         model = YoloBody(len(self.class_names), cfg.phi, cfg.attention_sites, anchors=anchors, scale_x_y=cfg.scale_x_y)
         model.class_names, model.img_size = self.class_names, cfg.img_size
         init_head_biases(model, model.num_classes, img_size=cfg.img_size)
