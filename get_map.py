@@ -10,7 +10,10 @@ Against a COCO instances json the ids are the json's; against a VOC folder (or a
 image_id is the image file name without extension (e.g. "000005") and category_id the class
 index + 1 (or the class name). `--official` also runs pycocotools' COCOeval on the same detections.
 Outputs go to --out (default: <run>/map_out for a run's weights, else map_out/): metrics.json (every
-number, one fixed shape), pr_curve.png, pr_curves/<class>.png and, after inference, detections.json.
+number, one fixed shape), pr_curve.png, pr_curves/<class>.png, confusion_matrix.json and
+confusion_matrix.png (rows predicted, columns true, "background" last: detections with score >=
+--cm-conf matched one-to-one to ground truth at IoU > --cm-iou, as Ultralytics' val does; see
+utils/confusion.py) and, after inference, detections.json.
 """
 from __future__ import annotations
 
@@ -40,10 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--official", action="store_true", help="also run pycocotools' COCOeval and report the difference")
     p.add_argument("--save-json", default="", help="also write every number (fixed shape) to this file")
     p.add_argument("--out", default="", help="output folder (default: <run>/map_out or map_out/)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PR-curve PNGs")
+    p.add_argument("--cm-conf", type=float, default=0.25, help="confusion matrix: keep detections with score >= this")
+    p.add_argument("--cm-iou", type=float, default=0.45, help="confusion matrix: a match needs IoU > this")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNGs (PR curves, confusion matrix)")
     args = p.parse_args(argv)
     if not 0 <= args.conf <= 1 or not 0 <= args.iou <= 1 or not 0 <= args.voc_iou < 1:
         p.error("--conf, --iou and --voc-iou must lie in [0, 1]")
+    if not 0 <= args.cm_conf <= 1 or not 0 <= args.cm_iou < 1:
+        p.error("--cm-conf must lie in [0, 1] and --cm-iou in [0, 1)")
     if args.batch_size < 1 or args.max_det < 1 or args.workers < 0:
         p.error("--batch-size and --max-det must be >= 1, --workers >= 0")
     if bool(args.detections) != bool(args.ground_truth):
@@ -58,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
-    import torch  # noqa: F401  (heavy imports after argument errors)
-
+    # heavy imports (torch and what needs it) only after the arguments are known to be good
+    from utils.confusion import detection_confusion, save_confusion
     from utils.data.records import DataError
     from utils.eval_report import format_table, plot_pr_curves, save_json
     from utils.evaluate import EvalInputError, official_coco, score
@@ -100,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         written.append(save_json(out_dir / "detections.json", detections_to_results(dets, evalset)))
     if not args.no_plots:
         written += plot_pr_curves(out_dir, evalset.class_names, outcome.coco, outcome.voc)[:1]
+    cm = detection_confusion(dets, evalset.gts, evalset.class_names, conf=args.cm_conf, iou=args.cm_iou)
+    print(cm.summary())
+    written += save_confusion(out_dir, cm, plot=not args.no_plots)
     total = time.perf_counter() - t_start
     print(f"\n{evalset.num_images} images, {dets.labels.numel()} detections; metrics {t_metric:.3f} s "
           + (f"(inference {t_inf:.1f} s) " if t_inf else "") + f"total {total:.1f} s")
