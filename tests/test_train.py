@@ -33,7 +33,8 @@ def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
     res = run(make_cfg(tiny_voc, tmp_path, epochs=4, phi="eca", name="short", mosaic=0.5, scale_x_y=1.05))
     d = Path(res["save_dir"])
     for f in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.csv", "results.png", "labels.png",
-              "train_batch0.jpg", "train_batch1.jpg"):
+              "train_batch0.jpg", "train_batch1.jpg", "pr_curve.png", "confusion_matrix.png",
+              "confusion_matrix.json"):
         assert (d / f).is_file(), f
     assert list(d.glob("events.out.tfevents.*"))
     rows = list(csv.DictReader(open(d / "results.csv")))

@@ -116,7 +116,8 @@ def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed
     if len(wh) < len(anchors):
         return anchors.astype(np.float32)
     now = anchor_metrics(wh, anchors[used])
-    fit = f"{now['bpr']:.1%} of {len(wh)} training boxes fit an anchor (IoU > 0.25), mean best IoU {now['mean_iou']:.3f}"
+    fit = (f"{now['bpr']:.1%} of {len(wh)} training boxes fit an anchor (IoU > 0.25), "
+           f"mean best IoU {now['mean_iou']:.3f}")
     if now["bpr"] >= BPR_THRESHOLD:
         log(f"anchors: {fit}")
         return anchors.astype(np.float32)

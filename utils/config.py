@@ -98,7 +98,7 @@ class Config:
     exist_ok: bool = False
     resume: str = ""  # a run directory or its last.pt
     profile: bool = False
-    plots: bool = True  # labels.png, train_batch0-2.jpg and results.png in the run folder
+    plots: bool = True  # labels.png, train_batch0-2.jpg, results.png, last evaluation's PR curve and confusion matrix
 
 
 CHOICES = {

@@ -366,9 +366,11 @@ def predictions_to_table(preds: Sequence[dict[str, torch.Tensor]]) -> DetTable:
 
 def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str], img_size: int, batch_size: int,
                    device: Any, conf: float = 0.001, iou: float = 0.6, metric: str = "coco", workers: int = 0,
-                   progress: bool = False, voc_iou: float = 0.5, max_det: int = 300) -> dict[str, Any]:
+                   progress: bool = False, voc_iou: float = 0.5, max_det: int = 300,
+                   plots_dir: str | Path | None = None) -> dict[str, Any]:
     """Score `model` on `records` (training-time evaluation): the fixed-shape dict of
-    utils/eval_report.metrics_dict. The model's train/eval mode is restored afterwards."""
+    utils/eval_report.metrics_dict. The model's train/eval mode is restored afterwards.
+    `plots_dir`: also draw pr_curve.png and the confusion matrix there (a run's last evaluation)."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -380,7 +382,14 @@ def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str
             model.train()
     evalset = evalset_from_records(records, class_names)
     dets = predictions_to_table(preds)
-    return score(evalset, dets, metric, voc_iou=voc_iou, device=predictor.device).as_dict()
+    outcome = score(evalset, dets, metric, voc_iou=voc_iou, device=predictor.device)
+    if plots_dir is not None:
+        from utils.confusion import detection_confusion, save_confusion
+        from utils.eval_report import plot_pr_curves
+
+        plot_pr_curves(plots_dir, evalset.class_names, outcome.coco, outcome.voc, per_class=False)
+        save_confusion(plots_dir, detection_confusion(dets, evalset.gts, evalset.class_names))
+    return outcome.as_dict()
 
 
 def summary_line(d: dict[str, Any]) -> str:

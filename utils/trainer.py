@@ -235,7 +235,7 @@ class Trainer:
             final = epoch == self.epochs - 1
             if self.is_main:
                 if (epoch + 1) % cfg.eval_interval == 0 or final:
-                    metrics = self.evaluate()
+                    metrics = self.evaluate(plots=final and cfg.plots)
                     fitness = metrics["mAP50-95" if cfg.best_metric == "map50_95" else "mAP50"]
                     improved = fitness > self.best_fitness
                     self.best_fitness = max(self.best_fitness, fitness)
@@ -379,7 +379,8 @@ class Trainer:
                  f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, plots: bool = False) -> dict:
+        """mAP of the EMA model on the val split; `plots`: also its PR curve and confusion matrix in the run."""
         from utils.evaluate import evaluate_model
 
         cfg = self.cfg
@@ -387,7 +388,8 @@ class Trainer:
         if not self.val_records:
             return {"mAP50": float("nan"), "mAP50-95": float("nan")}
         res = evaluate_model(model, self.val_records, self.class_names, cfg.img_size, cfg.batch_size, self.device,
-                             cfg.conf_thres, cfg.iou_thres, metric="coco", workers=cfg.workers)
+                             cfg.conf_thres, cfg.iou_thres, metric="coco", workers=cfg.workers,
+                             plots_dir=self.save_dir if plots else None)
         coco = res["coco"]
         return {"mAP50": coco["AP50"], "mAP50-95": coco["AP"]}
 
