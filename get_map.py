@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conf", "--conf-thres", dest="conf", type=float, default=0.001, help="score threshold before NMS")
     p.add_argument("--iou", "--iou-thres", dest="iou", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image")
+    p.add_argument("--augment", action="store_true",
+                   help="test-time augmentation: also run 1.33x and mirrored views (~4x the compute; "
+                        "try a larger --img first)")
     p.add_argument("--batch-size", "--batch", dest="batch_size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="data-loader processes")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:1 or 0 (default: cuda when available)")
@@ -148,7 +151,8 @@ def _from_model(args):
     if report.skipped:
         print(f"note: {len(report.skipped)} sample(s) of {split} skipped while loading (see the data report)")
     predictor = Predictor.from_weights(weights, device=args.device, img_size=args.img, conf_thres=args.conf,
-                                       iou_thres=args.iou, max_det=args.max_det, multi_label=True)
+                                       iou_thres=args.iou, max_det=args.max_det, multi_label=True,
+                                       augment=args.augment)
     if predictor.num_classes != spec.num_classes:
         raise ValueError(f"{weights}: a {predictor.num_classes}-class model cannot be scored on {data} "
                          f"({spec.num_classes} classes); pass the --data it was trained on")

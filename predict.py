@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image")
     p.add_argument("--classes", nargs="+", default=None, help="keep only these classes (ids or names)")
     p.add_argument("--agnostic-nms", action="store_true", help="NMS across classes (one box per object)")
+    p.add_argument("--augment", action="store_true",
+                   help="test-time augmentation: also run 1.33x and mirrored views (~4x the compute)")
     p.add_argument("--img-size", "--img", dest="img_size", type=int, default=None, help="input size (default: the one trained with)")
     p.add_argument("--no-rect", action="store_true", help="square img_size x img_size input (default: the long side is img_size, the short side padded to a multiple of 32)")
     p.add_argument("--device", default="", help="cpu, cuda, cuda:1 or 0 (default: cuda when available)")
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                                            threads=args.threads,
                                            img_size=args.img_size, conf_thres=args.conf, iou_thres=args.iou,
                                            max_det=args.max_det, classes=args.classes, agnostic=args.agnostic_nms,
-                                           rect=not args.no_rect)
+                                           rect=not args.no_rect, augment=args.augment)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

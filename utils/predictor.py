@@ -120,7 +120,7 @@ class Predictor:
                  strides: Sequence[int] | None = None, conf_thres: float = 0.25, iou_thres: float = 0.45,
                  max_det: int = 300, classes: Sequence[int | str] | None = None, agnostic: bool = False,
                  multi_label: bool = False, rect: bool = True, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, augment: bool = False):
         self.model = model
         self.onnx = is_onnx_session(model)
         if self.onnx:
@@ -137,6 +137,9 @@ class Predictor:
                     raise ValueError(f"this ONNX model takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; "
                                      "export it without --static for other sizes")
                 img_size, rect = fixed_hw[0], False
+                if augment:
+                    raise ValueError("this ONNX model takes one input size only, and --augment runs scaled "
+                                     "views; export it without --static to use --augment")
             num_classes = int(cfg["num_classes"])
             defaults = dict(img_size=int(cfg.get("img_size", 416)), class_names=cfg.get("class_names"),
                             anchors=cfg["anchors"], masks=cfg.get("masks", ((3, 4, 5), (1, 2, 3))),
@@ -167,6 +170,7 @@ class Predictor:
         self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), int(max_det)
         self.classes = self.resolve_classes(classes)
         self.agnostic, self.multi_label, self.rect = bool(agnostic), bool(multi_label), bool(rect)
+        self.augment = bool(augment)  # test-time augmentation (utils/tta.py)
         self.times = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "images": 0}
 
     # ---- construction -------------------------------------------------------------------------
@@ -277,9 +281,26 @@ class Predictor:
         return [torch.from_numpy(o).to(self.device) for o in outs]
 
     @torch.inference_mode()
-    def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
-        """Decode + NMS in network-input pixels, then boxes back to each original image, clipped."""
+    def augmented(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """--augment: decoded predictions (B, N, 5 + C) of each extra view (utils/tta.py), boxes in pixels of `x`."""
+        from utils.tta import VIEWS, boxes_to_input, make_view
+
+        out = []
+        for scale, mirror in VIEWS:
+            view, hw = make_view(x, scale, mirror)
+            pred = decode_outputs(self.infer(view), self.anchors, self.masks, self.strides, self.scale_x_y)
+            boxes = boxes_to_input(pred[..., :4], (x.shape[2], x.shape[3]), hw, mirror)
+            out.append(torch.cat((boxes, pred[..., 4:]), -1))
+        return out
+
+    @torch.inference_mode()
+    def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[Any],
+                    extra: Sequence[torch.Tensor] = ()) -> list[dict[str, torch.Tensor]]:
+        """Decode + NMS in network-input pixels, then boxes back to each original image, clipped.
+        `extra`: more decoded predictions for the same inputs (the --augment views), NMS'd together."""
         pred = decode_outputs(raw, self.anchors, self.masks, self.strides, self.scale_x_y)
+        if len(extra):
+            pred = torch.cat([pred, *extra], 1)
         dets = non_max_suppression(pred, self.conf_thres, self.iou_thres, self.max_det, self.classes,
                                    self.agnostic, self.multi_label)
         for det, info in zip(dets, infos):
@@ -310,8 +331,9 @@ class Predictor:
             x, group_infos = self.preprocess([images[i] for i in idx], shape)
             t1 = self._now()
             raw = self.infer(x)
+            extra = self.augmented(x) if self.augment else []
             t2 = self._now()
-            group_dets = self.postprocess(raw, group_infos)
+            group_dets = self.postprocess(raw, group_infos, extra)
             t3 = self._now()
             self.times["preprocess"] += t1 - t0
             self.times["inference"] += t2 - t1
@@ -328,7 +350,8 @@ class Predictor:
         The boxes equal those of `__call__` on the same images when the loader placed each image as
         `input_shape(h, w)` says (square img_size when rect=False); `predict_paths` does that for files.
         """
-        return self.postprocess(self.infer(x.to(self.device)), infos)
+        x = x.to(self.device)
+        return self.postprocess(self.infer(x), infos, self.augmented(x) if self.augment else [])
 
     def _now(self) -> float:
         if self.device.type == "cuda":
@@ -344,7 +367,8 @@ class Predictor:
         kind = "onnxruntime" if self.onnx else f"torch {str(self.dtype).replace('torch.', '')}"
         size = f"{self.img_size} ({'rect: long side' if self.rect else 'square'})"
         return (f"{self.num_classes} classes, input {size}, {kind} on {self.device}, "
-                f"conf {self.conf_thres}, iou {self.iou_thres}, max_det {self.max_det}")
+                f"conf {self.conf_thres}, iou {self.iou_thres}, max_det {self.max_det}"
+                + (", test-time augmentation (3 views)" if self.augment else ""))
 
 
 def detections_to_numpy(det: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
