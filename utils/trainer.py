@@ -307,7 +307,7 @@ class Trainer:
             if cfg.plots and self.is_main and epoch == 0 and i < PREVIEW_BATCHES:
                 from utils.plots import plot_train_batch
                 plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
-            size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it)
+            size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
             loss, items = self.forward_loss(images, targets, size)
             totals += items
             seen += 1
