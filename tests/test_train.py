@@ -252,8 +252,50 @@ def test_autoanchor_replaces_poor_anchors_and_resume_keeps_them(tiny_voc, tmp_pa
     ck = load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")
     anchors = torch.tensor(ck["model_cfg"]["anchors"])
     assert anchors.shape == (6, 2) and anchors.max() < 100  # fitted to the boxes, saved with the weights
-    bad.write_text((ROOT / "model_data" / "yolo_anchors.txt").read_text())  # the file now fits: not what it trained with
+    bad.write_text((ROOT / "model_data" / "yolo_anchors.txt").read_text())  # fits now; not what the run used
     t = Trainer(load_config(None, {"resume": res["save_dir"]}), log=lambda *a: None)
     t.setup_data()
     t.setup_model()
     assert torch.equal(t.model.anchors, anchors)  # the checkpoint's, not the file's
+
+
+def test_accumulation_groups_by_hand():
+    from utils.trainer import accumulation_group
+
+    assert [accumulation_group(i, 5, 2) for i in range(5)] == [(2, False), (2, True), (2, False), (2, True), (1, True)]
+    assert [accumulation_group(i, 3, 1) for i in range(3)] == [(1, True)] * 3
+    assert [accumulation_group(i, 5, 8) for i in range(5)] == [(5, False)] * 4 + [(5, True)]  # never past the epoch
+
+
+def test_accumulated_gradient_is_the_mean_of_the_micro_batches(tiny_voc, tmp_path):
+    """Two half batches, each loss divided by the group size, leave the mean of their own gradients (not
+    exactly the whole batch's: box and class terms are normalised by the positives of each micro-batch)."""
+    from utils.data.dataset import train_collate
+    from utils.trainer import Trainer
+
+    t = Trainer(make_cfg(tiny_voc, tmp_path, batch_size=4, accumulate=2, name="acc"), log=lambda *a: None)
+    t.setup_data()
+    t.setup_model()
+    images, targets = train_collate([t.train_set[i] for i in range(4)])
+    first, second = targets[targets[:, 0] < 2], targets[targets[:, 0] >= 2].clone()
+    second[:, 0] -= 2
+    parts = [(images[:2], first), (images[2:], second)]
+    t.model.eval()  # BN from running statistics: the same outputs however often a half is run
+
+    def grads(batches, divide):
+        t.optimizer.zero_grad(set_to_none=True)
+        for imgs, tgt in batches:
+            loss, _ = t.forward_loss(imgs, tgt)
+            t.backward(loss / divide)
+        return torch.cat([p.grad.flatten() for p in t.model.parameters() if p.grad is not None])
+
+    separate = [grads([part], 1) for part in parts]
+    accumulated = grads(parts, 2)
+    assert separate[0].abs().max() > 0 and not torch.allclose(separate[0], separate[1])
+    torch.testing.assert_close(accumulated, (separate[0] + separate[1]) / 2, rtol=1e-4, atol=1e-7)
+
+
+def test_accumulate_steps_once_per_group(tiny_voc, tmp_path):
+    res = run(make_cfg(tiny_voc, tmp_path, epochs=2, batch_size=4, accumulate=2, name="acc2"))  # 2 batches an epoch
+    state = load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")["train"]["optimizer"]["state"]
+    assert {int(s["step"]) for s in state.values()} == {2}  # 2 epochs x 1 step (4 without accumulation)

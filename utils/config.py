@@ -45,6 +45,7 @@ class Config:
     time: float = 18.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
     batch_size: int = 16
     nbs: int = 16  # the batch size lr0 is tuned for; other sizes scale lr (linear for SGD, sqrt for Adam)
+    accumulate: int = 1  # optimizer step every N batches: ~ a batch of batch_size * N (lr follows it)
     optimizer: str = "adamw"  # adamw | adam | sgd (nesterov)
     lr0: float = 0.002
     lrf: float = 0.01  # final lr = lr0 * lrf
@@ -111,7 +112,7 @@ PROBABILITIES = ("mosaic", "mixup", "fliplr", "multi_scale", "hsv_h", "hsv_s", "
                  "ignore_thresh", "obj_iou_ratio", "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
 NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
                 "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience", "seed")
-POSITIVE = ("batch_size", "nbs", "lr0", "eval_interval", "max_det")
+POSITIVE = ("batch_size", "nbs", "accumulate", "lr0", "eval_interval", "max_det")
 PATHS = ("anchors", "weights", "resume")  # must exist when set
 ALIASES = {"img": "img_size", "imgsz": "img_size", "batch": "batch_size", "cfg": None}
 

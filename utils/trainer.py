@@ -9,6 +9,7 @@ epoch k and resumed ends bitwise equal (on CPU) to one run straight through.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -38,6 +39,15 @@ CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the plan
 PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
 PREVIEW_BATCHES = 3  # --plots draws the first batches of the first epoch (train_batch0..2.jpg)
 RESULT_FIELDS = ["epoch", "box_loss", "obj_loss", "cls_loss", "lr", "mAP50", "mAP50-95", "epoch_time", "elapsed"]
+
+
+def accumulation_group(i: int, nb: int, accumulate: int) -> tuple[int, bool]:
+    """For batch i of an epoch of nb: the size of its accumulation group and whether the optimizer steps
+    after it. Groups never cross an epoch's end (the last one may be shorter), so a checkpoint written
+    after an epoch holds no half-accumulated gradient and resume stays exact."""
+    start = i - i % accumulate
+    group = min(accumulate, nb - start)
+    return group, i == start + group - 1
 
 
 def cpp_compiler() -> str | None:
@@ -140,16 +150,17 @@ class Trainer:
                                   label_smoothing=cfg.label_smoothing, ignore_thresh=cfg.ignore_thresh,
                                   match_iou_thresh=cfg.match_iou_thresh, neighbor_cells=cfg.neighbor_cells,
                                   obj_iou_ratio=cfg.obj_iou_ratio, scale_x_y=model.scale_x_y).to(self.device)
-        self.base_lr = scaled_lr(cfg.lr0, cfg.batch_size, cfg.nbs, cfg.optimizer)
+        self.base_lr = scaled_lr(cfg.lr0, cfg.batch_size * cfg.accumulate, cfg.nbs, cfg.optimizer)  # per step
         self.optimizer = build_optimizer(model, cfg.optimizer, self.base_lr, cfg.momentum, cfg.weight_decay)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16" and self.device.type == "cuda")
         self.train_model: nn.Module = model
+        self.ddp: nn.parallel.DistributedDataParallel | None = None  # for no_sync() while accumulating
         if self.dist.enabled:
             if cfg.sync_bn and self.device.type == "cuda":
                 self.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            self.train_model = nn.parallel.DistributedDataParallel(
+            self.train_model = self.ddp = nn.parallel.DistributedDataParallel(
                 self.train_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.compile:  # outermost, so DDP's bucketing is compiled with it; checkpoints and EMA read self.model
             if self.device.type == "cpu" and not cpp_compiler():
@@ -308,17 +319,22 @@ class Trainer:
                 from utils.plots import plot_train_batch
                 plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
             size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
-            loss, items = self.forward_loss(images, targets, size)
-            totals += items
-            seen += 1
-            # the one host sync of the step: the finiteness check and the progress numbers share it
-            loss_value, *mean = torch.cat([loss.detach().reshape(1), totals / seen]).tolist()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
-                    f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
-                    f"`python -m utils.check_dataset --data {cfg.data}`")
-            self.optimizer_step(loss)
+            group, step_now = accumulation_group(i, nb, cfg.accumulate)
+            # between optimizer steps DDP need not all-reduce: the gradients only add up locally
+            with self.ddp.no_sync() if self.ddp is not None and not step_now else contextlib.nullcontext():
+                loss, items = self.forward_loss(images, targets, size)
+                totals += items
+                seen += 1
+                # the one host sync of the step: the finiteness check and the progress numbers share it
+                loss_value, *mean = torch.cat([loss.detach().reshape(1), totals / seen]).tolist()
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(
+                        f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
+                        f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
+                        f"`python -m utils.check_dataset --data {cfg.data}`")
+                self.backward(loss / group)  # the group's mean: as one batch `group` times as large
+            if step_now:
+                self.step()
             if self.is_main:
                 now = time.time()
                 mem = (torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0)
@@ -346,8 +362,15 @@ class Trainer:
         return self.criterion([o.float() for o in outputs], targets)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step, EMA. EMA reads the bare model (a DDP or compile wrapper renames keys)."""
+        """Backward and step for one batch (no accumulation)."""
+        self.backward(loss)
+        self.step()
+
+    def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
+
+    def step(self) -> None:
+        """Clip, step, EMA. EMA reads the bare model (a DDP or compile wrapper renames keys)."""
         if self.cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.train_model.parameters(), self.cfg.grad_clip)
