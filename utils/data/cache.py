@@ -75,9 +75,9 @@ def _rel(p: Path | str, root: Path) -> str:
 
 def fingerprint(spec: DataSpec, split: str, deep: bool = False) -> str:
     h = hashlib.sha256()
-    head = [str(CACHE_VERSION), spec.format, split, str(deep), json.dumps(spec.names),
-            json.dumps(spec.cat_ids), f"drop_unlisted={spec.drop_unlisted}"] + [_rel(Path(s.path), spec.root) + f"|{s.subset}|{s.images}|{s.holdout}"
-                                         for s in spec.splits[split]]
+    head = [str(CACHE_VERSION), spec.format, split, str(deep), json.dumps(spec.names), json.dumps(spec.cat_ids),
+            f"drop_unlisted={spec.drop_unlisted}"]
+    head += [_rel(Path(s.path), spec.root) + f"|{s.subset}|{s.images}|{s.holdout}" for s in spec.splits[split]]
     h.update("\n".join(head).encode())
     h.update("\n".join(_stat_lines(watched_paths(spec, split), spec.root)).encode())
     return h.hexdigest()
