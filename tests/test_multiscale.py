@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.multiscale import batch_size_at, rescale_batch, size_range
+from utils.multiscale import input_size_at, rescale_batch, size_range
 
 
 @pytest.mark.parametrize("img_size,ratio,expected", [(320, 0.5, (160, 480)), (64, 0.9, (32, 96)),
@@ -18,13 +18,13 @@ def test_size_range_hand_computed(img_size, ratio, expected):
 
 
 def test_sizes_cover_the_range_and_depend_only_on_seed_and_step():
-    sizes = [batch_size_at(320, 0.5, seed=0, step=s) for s in range(600)]
+    sizes = [input_size_at(320, 0.5, seed=0, step=s) for s in range(600)]
     assert set(sizes) == set(range(160, 481, 32))  # every multiple of 32 in range, nothing else
     counts = np.bincount(sizes)[160::32]
     assert counts.min() > 600 / 11 / 2  # roughly uniform
-    assert sizes == [batch_size_at(320, 0.5, seed=0, step=s) for s in range(600)]  # a resumed run: same sizes
-    assert sizes != [batch_size_at(320, 0.5, seed=1, step=s) for s in range(600)]
-    assert {batch_size_at(320, 0.0, seed=0, step=s) for s in range(50)} == {320}  # off
+    assert sizes == [input_size_at(320, 0.5, seed=0, step=s) for s in range(600)]  # a resumed run: same sizes
+    assert sizes != [input_size_at(320, 0.5, seed=1, step=s) for s in range(600)]
+    assert {input_size_at(320, 0.0, seed=0, step=s) for s in range(50)} == {320}  # off
 
 
 @pytest.mark.parametrize("size", [32, 96, 160])
@@ -66,5 +66,5 @@ def test_training_runs_at_several_sizes(tiny_voc, tmp_path, monkeypatch):
     res = run(cfg)
     assert 0.0 <= res["mAP50"] <= 1.0
     steps = len(seen)
-    assert seen == [batch_size_at(64, 0.5, cfg.seed, s) for s in range(steps)]
+    assert seen == [input_size_at(64, 0.5, cfg.seed, s) for s in range(steps)]
     assert set(seen) <= {32, 64, 96} and len(set(seen)) > 1, seen  # really several sizes

@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 USED = (1, 2, 3, 4, 5)  # anchor indices the two heads use
 
 
+def head_anchors(anchors: np.ndarray) -> np.ndarray:
+    """The anchors the heads use: 1-5 of yolov4-tiny's six (masks [3,4,5] and [1,2,3]); all of any other set."""
+    return anchors[list(USED)] if len(anchors) == 6 else anchors
+
+
 def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """(N, K) IoU between boxes and anchors placed at the same corner (only sizes matter)."""
     inter = np.minimum(wh[:, None, 0], anchors[None, :, 0]) * np.minimum(wh[:, None, 1], anchors[None, :, 1])
@@ -112,10 +117,9 @@ def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed
     DDP rank gets the same) when they fit better. A run saves its anchors with its weights."""
     anchors = np.asarray(anchors, np.float64).reshape(-1, 2)
     wh = box_sizes(records, img_size)
-    used = [i for i in USED if i < len(anchors)] if len(anchors) == 6 else list(range(len(anchors)))
     if len(wh) < len(anchors):
         return anchors.astype(np.float32)
-    now = anchor_metrics(wh, anchors[used])
+    now = anchor_metrics(wh, head_anchors(anchors))
     fit = (f"{now['bpr']:.1%} of {len(wh)} training boxes fit an anchor (IoU > 0.25), "
            f"mean best IoU {now['mean_iou']:.3f}")
     if now["bpr"] >= BPR_THRESHOLD:
@@ -126,7 +130,7 @@ def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed
             f"--img {img_size}` and train with --anchors FILE, or let training do it: --autoanchor true")
         return anchors.astype(np.float32)
     new = compute_anchors(wh, len(anchors), seed=seed)
-    better = anchor_metrics(wh, new[used])
+    better = anchor_metrics(wh, head_anchors(new))
     if better["mean_iou"] <= now["mean_iou"]:
         log(f"anchors: only {fit}; anchors fitted to the boxes were no better, keeping these")
         return anchors.astype(np.float32)
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(current anchors not read: {e})")
     for name, a in rows:
         m_all = anchor_metrics(wh, a, args.thr)
-        used = a[[i for i in USED if i < len(a)]] if len(a) == 6 else a
+        used = head_anchors(a)
         m_used = anchor_metrics(wh, used, args.thr)
         print(f"{name:8s} {format_anchors(a)}\n         all {len(a)}: BPR {m_all['bpr']:.4f}  mean IoU "
               f"{m_all['mean_iou']:.4f} | used by the heads ({len(used)}): BPR {m_used['bpr']:.4f}  "

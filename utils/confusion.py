@@ -88,16 +88,11 @@ def resolve_matches(gt_idx: np.ndarray, det_idx: np.ndarray, iou: np.ndarray) ->
     return g[o][first], d[o][first]
 
 
-def _xyxy(boxes_xywh: torch.Tensor) -> torch.Tensor:
-    b = boxes_xywh.reshape(-1, 4).to(torch.float64)
-    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], 1)
-
-
 def confusion_counts(dets: DetTable, gts: GtTable, num_classes: int, conf: float = 0.25,
                      iou: float = 0.45) -> np.ndarray:
     """The (nc + 1, nc + 1) int64 matrix of `dets` against `gts` (the tables of utils/metrics.py).
     Candidate pairs are found image by image; the matching then runs once over all of them."""
-    from torchvision.ops import box_iou  # here, not at the top: ~2 s to import, only needed when counting
+    from torchvision.ops import box_convert, box_iou  # here, not at the top: ~2 s to import, only needed when counting
 
     nc = int(num_classes)
     dets, gts = dets.to("cpu"), gts.to("cpu")
@@ -106,8 +101,10 @@ def confusion_counts(dets: DetTable, gts: GtTable, num_classes: int, conf: float
             raise ValueError(f"{what} class index out of range 0..{nc - 1} (got {int(lab.min())}..{int(lab.max())})")
     keep_d = dets.scores >= conf
     keep_g = ~(gts.iscrowd | gts.difficult)
-    d_img, d_cls, d_box = dets.image[keep_d], dets.labels[keep_d], _xyxy(dets.boxes[keep_d])
-    g_img, g_cls, g_box = gts.image[keep_g], gts.labels[keep_g], _xyxy(gts.boxes[keep_g])
+    d_img, d_cls = dets.image[keep_d], dets.labels[keep_d]
+    g_img, g_cls = gts.image[keep_g], gts.labels[keep_g]
+    d_box = box_convert(dets.boxes[keep_d].double(), "xywh", "xyxy")  # the tables hold COCO xywh
+    g_box = box_convert(gts.boxes[keep_g].double(), "xywh", "xyxy")
     n_img = int(max(d_img.max() + 1 if d_img.numel() else 0, g_img.max() + 1 if g_img.numel() else 0))
     # sort both tables by image so that each image is one contiguous slice
     od, og = torch.sort(d_img, stable=True)[1], torch.sort(g_img, stable=True)[1]

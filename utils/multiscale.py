@@ -12,7 +12,9 @@ import random
 import torch
 import torch.nn.functional as F
 
-STRIDE = 32  # YOLOv4-tiny's largest stride: every input side is a multiple of it
+from utils.assets import STRIDES
+
+STRIDE = max(STRIDES)  # every input side is a multiple of the largest stride
 
 
 def size_range(img_size: int, ratio: float) -> tuple[int, int]:
@@ -22,7 +24,7 @@ def size_range(img_size: int, ratio: float) -> tuple[int, int]:
     return lo, hi
 
 
-def batch_size_at(img_size: int, ratio: float, seed: int, step: int) -> int:
+def input_size_at(img_size: int, ratio: float, seed: int, step: int) -> int:
     """The square input side for global training step `step`: uniform over the multiples of 32 in range."""
     if ratio <= 0:
         return img_size

@@ -30,7 +30,7 @@ from utils.assets import read_anchors
 from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
 from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
-from utils.multiscale import batch_size_at, rescale_batch
+from utils.multiscale import input_size_at, rescale_batch
 from utils.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
 from utils.runs import increment_dir
 from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, select_device, set_rng_state
@@ -318,7 +318,7 @@ class Trainer:
             if cfg.plots and self.is_main and epoch == 0 and i < PREVIEW_BATCHES:
                 from utils.plots import plot_train_batch
                 plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
-            size = batch_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
+            size = input_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
             group, step_now = accumulation_group(i, nb, cfg.accumulate)
             # between optimizer steps DDP need not all-reduce: the gradients only add up locally
             with self.ddp.no_sync() if self.ddp is not None and not step_now else contextlib.nullcontext():

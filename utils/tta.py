@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from utils.assets import STRIDES
+
 VIEWS = ((1.33, False), (1.0, True))  # (scale, mirror) besides the unchanged input
 PAD_VALUE = 114 / 255  # the letterbox grey (utils/data/letterbox.py)
-STRIDE = 32
+STRIDE = max(STRIDES)  # views are padded to a multiple of the largest stride
 
 
 def make_view(x: torch.Tensor, scale: float, mirror: bool) -> tuple[torch.Tensor, tuple[int, int]]:
