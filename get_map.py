@@ -13,7 +13,7 @@ Outputs go to --out (default: <run>/map_out for a run's weights, else map_out/):
 number, one fixed shape), pr_curve.png, pr_curves/<class>.png, confusion_matrix.json and
 confusion_matrix.png (rows predicted, columns true, "background" last: detections with score >=
 --cm-conf matched one-to-one to ground truth at IoU > --cm-iou, as Ultralytics' val does; see
-utils/confusion.py) and, after inference, detections.json.
+utils/eval/confusion.py) and, after inference, detections.json.
 """
 from __future__ import annotations
 
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     # heavy imports (torch and what needs it) only after the arguments are known to be good
-    from utils.confusion import detection_confusion, save_confusion
     from utils.data.records import DataError
-    from utils.eval_report import format_table, plot_pr_curves, save_json
-    from utils.evaluate import EvalInputError, official_coco, score
-    from utils.runs import WeightsNotFoundError
+    from utils.engine.runs import WeightsNotFoundError
+    from utils.eval.confusion import detection_confusion, save_confusion
+    from utils.eval.evaluate import EvalInputError, official_coco, score
+    from utils.eval.report import format_table, plot_pr_curves, save_json
 
     try:
         if args.detections:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_json:
         written.append(save_json(args.save_json, numbers))
     if not args.detections:
-        from utils.evaluate import detections_to_results
+        from utils.eval.evaluate import detections_to_results
 
         written.append(save_json(out_dir / "detections.json", detections_to_results(dets, evalset)))
     if not args.no_plots:
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _from_file(args):
-    from utils.evaluate import load_detections, load_ground_truth
-    from utils.torch_utils import select_device
+    from utils.device import select_device
+    from utils.eval.evaluate import load_detections, load_ground_truth
 
     evalset = load_ground_truth(args.ground_truth, args.split or None)
     dets = load_detections(args.detections, evalset)
@@ -135,9 +135,9 @@ def _from_model(args):
 
     from utils.data.load import load_records
     from utils.data.spec import load_data_spec
-    from utils.evaluate import default_split, evalset_from_records, predictions_to_table, run_inference
-    from utils.predictor import Predictor
-    from utils.runs import latest_weights
+    from utils.engine.runs import latest_weights
+    from utils.eval.evaluate import default_split, evalset_from_records, predictions_to_table, run_inference
+    from utils.infer.predictor import Predictor
 
     weights = Path(args.weights) if args.weights else latest_weights()
     run_dir = weights.parent.parent if weights.parent.name == "weights" else None

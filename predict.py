@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from utils.runs import WeightsNotFoundError, increment_dir, latest_weights
+    from utils.engine.runs import WeightsNotFoundError, increment_dir, latest_weights
 
     try:
         weights = Path(args.weights) if args.weights else latest_weights()
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from utils.predict_run import PredictOptions, collect_sources, run_predict
-    from utils.predictor import Predictor
+    from utils.infer.predict_run import PredictOptions, collect_sources, run_predict
+    from utils.infer.predictor import Predictor
 
     sources, problems = collect_sources(args.source)
     for msg in problems:

@@ -16,7 +16,7 @@ from utils.config import parse_config
 
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_config(argv, description=__doc__)
-    from utils.trainer import Trainer, TrainingDiverged, set_threads_from_env
+    from utils.engine.trainer import Trainer, TrainingDiverged, set_threads_from_env
 
     set_threads_from_env()
     try:

@@ -5,7 +5,7 @@ for PyTorch eager, PyTorch fused (conv+BN folded, channels-last) and onnxruntime
     python benchmarks/bench_inference.py --weights runs/train/exp/weights/best.pt --image photo.jpg
     python benchmarks/bench_inference.py --reference-dir ~/src/yolov4-tiny-pytorch   # side by side
 
-Our pipelines (all `utils.predictor.Predictor`: cv2 read, letterbox, model, decode, NMS, un-letterbox):
+Our pipelines (all `utils.infer.predictor.Predictor`: cv2 read, letterbox, model, decode, NMS, un-letterbox):
   eager         unfused model as loaded, contiguous NCHW
   fused         what predict.py runs: conv+BN folded, channels-last
   fused_square  the same at a square img_size x img_size input (rect=False)
@@ -48,12 +48,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nets.loader import load_model, model_cfg_of  # noqa: E402
+from nets.weights.checkpoint import model_cfg_of, save_checkpoint  # noqa: E402
+from nets.weights.loader import load_model  # noqa: E402
 from nets.yolo import YoloBody  # noqa: E402
-from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.data.image import load_image  # noqa: E402
-from utils.predictor import Predictor, predict_paths  # noqa: E402
-from utils.timing import interleaved  # noqa: E402
+from utils.engine.timing import interleaved  # noqa: E402
+from utils.infer.predictor import Predictor, predict_paths  # noqa: E402
 
 
 def synthetic_photo(path: Path, w: int = 768, h: int = 576, seed: int = 0) -> None:
@@ -174,13 +174,12 @@ for line in sys.stdin:
 class ReferenceProcess:
     """bubbliiiing's `YOLO.detect_image` in a child process (its `nets`/`utils` packages would clash
     with ours), loaded with our weights under its key names; each call times one detect_image there."""
-
     def __init__(self, ref_dir: Path, weights: Path, tmp: Path, image: Path, size: int, conf: float, iou: float,
                  threads: int = 0):
         import os
         import subprocess
 
-        from nets.reference import to_reference_keys
+        from nets.weights.reference import to_reference_keys
 
         model = load_model(weights)
         phi = {"none": 0, "se": 1, "cbam": 2, "eca": 3}.get(model.phi)
@@ -256,7 +255,7 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     min_sample_s > 0 makes each timed sample that many seconds of back-to-back calls (reported per call):
     a throughput figure for fast GPUs, where one call is too short to time and idle gaps lower the clocks.
     """
-    from utils.fuse import fuse_conv_bn
+    from nets.fuse import fuse_conv_bn
 
     dev = torch.device(device)
     sync = cuda_sync(dev)
@@ -285,10 +284,10 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
         fns[name] = call
     providers = None
     if "onnxruntime" not in skip:
-        from utils.predictor import load_onnx_session
+        from utils.infer.predictor import load_onnx_session
 
         if onnx_path is None:
-            from export import export_onnx
+            from utils.export.onnx_export import export_onnx
 
             with tempfile.TemporaryDirectory(prefix="bench_onnx_") as d:  # the session keeps the graph in memory
                 session = load_onnx_session(export_onnx(weights, Path(d) / "model.onnx", img_size=size, dynamic=True),
@@ -377,7 +376,7 @@ def _measure(args: argparse.Namespace, tmp: Path, conf: float, iou: float, dev: 
     if "fused_square" not in skip:
         predictors["fused_square"] = Predictor.from_weights(weights, device=dev, rect=False, **kw)
     if "onnxruntime" not in skip:
-        from export import export_onnx
+        from utils.export.onnx_export import export_onnx
 
         onnx_path = export_onnx(weights, tmp / "model.onnx", img_size=size, dynamic=True)
         predictors["onnxruntime"] = Predictor.from_weights(onnx_path, device=dev, threads=args.threads, **kw)

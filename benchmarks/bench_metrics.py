@@ -1,4 +1,4 @@
-"""Speed of the metrics (utils/metrics.py) next to pycocotools on the same detections; prints JSON.
+"""Speed of the metrics (utils/eval/metrics.py) next to pycocotools on the same detections; prints JSON.
 
     python benchmarks/bench_metrics.py                      # 200 and 5000 synthetic images
     python benchmarks/bench_metrics.py --sizes 200 --script # also time get_map.py end to end
@@ -78,7 +78,7 @@ def time_ours(gt_file: Path, res_file: Path, repeat: int, device: str = "cpu") -
     """Our COCO + VOC metrics on already-loaded tables; metric_s is the median over `repeat` runs."""
     import torch
 
-    from utils.evaluate import load_coco_ground_truth, load_detections, score
+    from utils.eval.evaluate import load_coco_ground_truth, load_detections, score
 
     t = time.perf_counter()
     evalset = load_coco_ground_truth(gt_file)
@@ -141,7 +141,7 @@ def model_run(tmp: Path, n_img: int = 200, size: int = 416) -> dict:
     import cv2
     import torch
 
-    from nets.loader import save_model_checkpoint
+    from nets.weights.checkpoint import save_model_checkpoint
     from nets.yolo import YoloBody
 
     rng = np.random.default_rng(0)

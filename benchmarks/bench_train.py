@@ -7,7 +7,7 @@ by side with bubbliiiing/yolov4-tiny-pytorch's own loop; prints one JSON documen
 
 Modes: `step` feeds one fixed batch (the loader's first: mosaic, real targets) again and again to model +
 loss + backward + optimizer (+ EMA, grad clip, AMP): the compute alone. `loop` feeds the same step from the
-real DataLoader (mosaic, --workers processes): what a user sees. Our side is set up by utils.trainer.Trainer
+real DataLoader (mosaic, --workers processes): what a user sees. Our side is set up by utils.engine.trainer.Trainer
 itself (setup_data + setup_model: train.py's loader, model, loss, optimizer, EMA, scaler, autocast dtype);
 `train_step` repeats the body of Trainer.train_one_epoch (less the lr schedule and the progress bar).
 
@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # probes.py, also when this file is imported, not run
 
-from utils.assets import read_anchors  # noqa: E402
+from nets.assets import read_anchors  # noqa: E402
 from utils.config import DEFAULT_CONFIG, load_config, resolve_path  # noqa: E402
-from utils.trainer import Trainer  # noqa: E402
+from utils.engine.trainer import Trainer  # noqa: E402
 
 
 # --- shared with the reference driver (injected as source): keep these self-contained ---------------

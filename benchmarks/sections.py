@@ -23,8 +23,18 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:  # probes.py lies beside this file (benchmarks/ is not a package)
     sys.path.insert(0, str(HERE))
 
-from probes import (cpu_flags, cpu_model, git_commit, native_bf16, physical_cores, rss_now_mib,  # noqa: E402
-                    run_child, summary_stats, tail)
+from probes import (  # noqa: E402
+    cpu_flags,
+    cpu_model,
+    git_commit,
+    native_bf16,
+    physical_cores,
+    rss_now_mib,
+    run_child,
+    summary_stats,
+    tail,
+)
+
 RUN = HERE / "run.py"  # the suite's entry: every section, and the memory probe, runs as `run.py --section NAME`
 GFLOP_NOTE = "forward FLOPs counted by torch.utils.flop_counter (2 per multiply-add)"
 
@@ -145,6 +155,7 @@ def loader_workers() -> list[int]:
 def section_loader(cfg: dict, args: argparse.Namespace) -> dict:
     bench_modules()
     import bench_loader
+
     from utils.data import load_data_spec, load_records
 
     records, _ = load_records(load_data_spec("synthetic"), "train")
@@ -277,11 +288,11 @@ def train_figures(result: dict, mode: str) -> dict:
 
 def section_inference(cfg: dict, args: argparse.Namespace) -> dict:
     bench_modules()
+    import bench_inference as bi
     import torch
 
-    import bench_inference as bi
-    from export import export_onnx
-    from nets.loader import load_model
+    from nets.weights.loader import load_model
+    from utils.export.onnx_export import export_onnx
 
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -339,11 +350,11 @@ def section_memory(cfg: dict, args: argparse.Namespace) -> dict:
 def section_memory_probe(cfg: dict, args: argparse.Namespace) -> dict:
     """One process, one batch size: what predict.py holds in memory (read by the memory section)."""
     bench_modules()
+    import bench_inference as bi
     import torch
 
-    import bench_inference as bi
     from utils.data.image import load_image
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     before = rss_now_mib()
     with tempfile.TemporaryDirectory(prefix="bench_memory_probe_") as d:

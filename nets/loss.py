@@ -8,7 +8,7 @@ candidate slots (anchors of a level x cells) that carry a 0/1 weight instead of 
 with a boolean mask, so all shapes depend only on M (the row count of `targets`) and the head
 shapes. The only Python loop is over the two levels.
 
-Decoding is the YOLOv4 one shared with inference (`utils.decode.decode_boxes`):
+Decoding is the YOLOv4 one shared with inference (`nets.decode.decode_boxes`):
 cx = (sigmoid(tx) + gx) * stride, w = anchor_w * exp(tw) (|tw| clamped at 10 so exp stays finite).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from utils.decode import cxcywh_to_xyxy, decode_boxes, head_view
+from nets.decode import cxcywh_to_xyxy, decode_boxes, head_view
 
 REF_SIZE = 416  # the input size at which `obj_gain` is specified (see YoloLoss)
 

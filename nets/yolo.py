@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nets.assets import ANCHOR_MASKS, STRIDES, read_anchors
 from nets.attention import build_attention, resolve_attention
 from nets.backbone import BasicConv, CSPDarknet53Tiny
-from utils.assets import ANCHOR_MASKS, STRIDES, read_anchors
 
 ATTENTION_SITES = ("feat1", "feat2", "upsample")
 
@@ -57,7 +57,7 @@ class YoloBody(nn.Module):
         if not 1.0 <= scale_x_y <= 2.0:
             raise ValueError(f"scale_x_y must be in [1, 2] (Darknet's range; 1.0 = plain sigmoid), got {scale_x_y}")
         self.num_classes = num_classes
-        self.scale_x_y = float(scale_x_y)  # box-centre decoding, see utils/decode.py; the loss uses the same
+        self.scale_x_y = float(scale_x_y)  # box-centre decoding, see nets/decode.py; the loss uses the same
         self.phi = resolve_attention(phi)
         self.attention_sites = [s for s in ATTENTION_SITES if s in attention_sites] if self.phi != "none" else []
         self.masks = [list(m) for m in ANCHOR_MASKS]

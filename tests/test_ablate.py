@@ -19,8 +19,8 @@ TINY = dict(img_size=64, batch_size=4, workers=0, epochs=1, warmup_epochs=0.0, o
 
 
 def test_ablation_reports_failures_and_resumes(tiny_voc, tmp_path, monkeypatch):
-    from utils.ablation import Ablation
-    from utils.trainer import Trainer, TrainingDiverged
+    from utils.ablation.ablation import Ablation
+    from utils.engine.trainer import Trainer, TrainingDiverged
 
     cfg = load_config(None, {"data": str(tiny_voc), **TINY})
     real_train = Trainer.train
@@ -56,7 +56,7 @@ def test_ablation_reports_failures_and_resumes(tiny_voc, tmp_path, monkeypatch):
         assert (tmp_path / "abl" / png).stat().st_size > 1000
 
     # attention/: one grid per val image (the fixture has 4), a row per variant, the failed one included
-    from utils.ablation import PANEL_SIZE
+    from utils.ablation.ablation import PANEL_SIZE
 
     grids = sorted((tmp_path / "abl" / "attention").glob("*.jpg"))
     assert len(grids) == 4
@@ -71,11 +71,10 @@ def test_ablation_reports_failures_and_resumes(tiny_voc, tmp_path, monkeypatch):
 
 def _fake_run(ab, variant: str, seed: int, status: str, weights: bytes | str | None = None) -> None:
     """Mark a job in state.json and give it a best.pt: a random model ('model'), raw bytes, or none."""
-    from nets.loader import model_cfg_of
-    from utils.checkpoint import save_checkpoint
-
     from conftest import TINY_CLASSES
     from helpers import random_detector
+
+    from nets.weights.checkpoint import model_cfg_of, save_checkpoint
 
     key = ab.run_name(variant, seed)
     best = ab.dir / "runs" / key / "weights" / "best.pt"
@@ -95,7 +94,7 @@ def _fake_run(ab, variant: str, seed: int, status: str, weights: bytes | str | N
 def test_attention_grids_keep_failed_and_broken_variants_as_rows(tiny_voc, tmp_path):
     """No training: checkpoints written by hand. Rows: none (seed 0), cbam (seed 0 failed -> seed 1),
     se (training failed), eca (best.pt does not load). Every image gets a grid of 4 rows, no crash."""
-    from utils.ablation import PANEL_SIZE, Ablation, pick_images
+    from utils.ablation.ablation import PANEL_SIZE, Ablation, pick_images
 
     cfg = load_config(None, {"data": str(tiny_voc), **TINY})
     logs: list[str] = []

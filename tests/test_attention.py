@@ -4,8 +4,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nets.attention import (ATTENTION, CBAM, ECA, SE, SCSE, CoordAtt, PHI_NAMES, build_attention,
-                            eca_kernel_size, resolve_attention)
+from nets.attention import (
+    ATTENTION,
+    CBAM,
+    ECA,
+    PHI_NAMES,
+    SCSE,
+    SE,
+    CoordAtt,
+    build_attention,
+    eca_kernel_size,
+    resolve_attention,
+)
 
 torch.manual_seed(0)
 NAMES = [n for n in ATTENTION if n != "none"]

@@ -1,4 +1,4 @@
-"""Attention maps (utils/attention_maps.py): one map per site for every variant, checked against the blocks'
+"""Attention maps (utils/viz/attention_maps.py): one map per site for every variant, checked against the blocks'
 own gates and against features computed by hand; predict.py --attention-maps draws channel-only models too."""
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import random_detector
 
 from nets.attention import ATTENTION
 from nets.yolo import ATTENTION_SITES
-from utils.attention_maps import attention_maps, overlay_panels
-
-from helpers import random_detector
+from utils.viz.attention_maps import attention_maps, overlay_panels
 
 SPATIAL = {"cbam", "ca", "scse", "sse"}  # the blocks that weight positions, by the papers' definitions
 H, W = 64, 96
@@ -87,8 +86,8 @@ def test_channel_only_map_is_the_energy_of_the_attended_feature(x):
 
 
 def test_overlay_titles_say_what_is_drawn_and_its_range(x):
-    from utils.predictor import Predictor
-    from utils.attention_maps import detect_with_maps
+    from utils.infer.predictor import Predictor
+    from utils.viz.attention_maps import detect_with_maps
 
     img = np.random.default_rng(0).integers(0, 255, (50, 90, 3), dtype=np.uint8)
     for phi, word in (("cbam", "gate"), ("eca", "|x|")):
@@ -107,8 +106,8 @@ def test_overlay_titles_say_what_is_drawn_and_its_range(x):
 
 @pytest.mark.parametrize("phi", ["eca", "none"])
 def test_predict_draws_channel_only_and_plain_models(phi, tmp_path):
-    from utils.predict_run import PredictOptions, Source, run_predict
-    from utils.predictor import Predictor
+    from utils.infer.predict_run import PredictOptions, Source, run_predict
+    from utils.infer.predictor import Predictor
 
     img = np.random.default_rng(1).integers(0, 255, (80, 120, 3), dtype=np.uint8)
     path = tmp_path / "pic.jpg"
@@ -124,14 +123,14 @@ def test_predict_draws_channel_only_and_plain_models(phi, tmp_path):
 
 
 def test_capture_refuses_a_model_without_the_sites():
-    from utils.attention_maps import AttentionCapture
+    from utils.viz.attention_maps import AttentionCapture
 
     with pytest.raises(ValueError, match="PyTorch YoloBody"):
         AttentionCapture(torch.nn.Conv2d(3, 3, 1))
 
 
 def test_text_panel_and_grid_sizes():
-    from utils.draw import grid, text_panel
+    from utils.viz.draw import grid, text_panel
 
     rows = [np.zeros((40, 100, 3), np.uint8), text_panel("failed: a long reason " * 5, 40, 70)]
     g = grid(rows, ["cbam\nseed 0", "se"])

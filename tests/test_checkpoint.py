@@ -10,9 +10,15 @@ import pytest
 import torch
 
 from nets import load_model
-from nets.loader import load_pretrained, model_cfg_of, save_model_checkpoint
+from nets.weights.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_cfg_of,
+    save_checkpoint,
+    save_model_checkpoint,
+)
+from nets.weights.loader import load_pretrained
 from nets.yolo import YoloBody
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def make_checkpoint(path: Path, phi="eca", num_classes=3, ema_shift: float | None = 1.0) -> YoloBody:

@@ -1,4 +1,4 @@
-"""Detection confusion matrix (utils/confusion.py): a hand-computed case, a plain-Python reference on
+"""Detection confusion matrix (utils/eval/confusion.py): a hand-computed case, a plain-Python reference on
 random cases, and get_map.py writing confusion_matrix.{json,png} as a real subprocess."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.confusion import ConfusionMatrix, confusion_from_lists, confusion_counts, resolve_matches
-from utils.metrics import tables_from_lists
+from utils.eval.confusion import ConfusionMatrix, confusion_counts, confusion_from_lists, resolve_matches
+from utils.eval.metrics import tables_from_lists
 
 ROOT = Path(__file__).resolve().parent.parent
 BG = 3  # background index for the 3-class hand case
@@ -263,7 +263,7 @@ def test_get_map_no_plots_still_writes_json_and_bad_flag(tmp_path, capsys):
 
 def test_get_map_after_inference_writes_confusion_matrix(tiny_voc, tmp_path):
     """Model mode (a random model on the tiny VOC set): the matrix counts every val GT box once."""
-    from nets.loader import save_model_checkpoint
+    from nets.weights.checkpoint import save_model_checkpoint
     from nets.yolo import YoloBody
     from utils.data.load import load_records
     from utils.data.spec import load_data_spec
@@ -285,7 +285,7 @@ def test_get_map_after_inference_writes_confusion_matrix(tiny_voc, tmp_path):
 
 
 def test_plot_many_classes_without_annotations(tmp_path):
-    from utils.confusion import plot_confusion_matrix
+    from utils.eval.confusion import plot_confusion_matrix
 
     rng = np.random.default_rng(0)
     nc = 31

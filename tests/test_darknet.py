@@ -11,12 +11,19 @@ import pytest
 import torch
 
 from nets import load_model
-from nets.darknet import (BUILTIN_CFG, DarknetError, cfg_info, export_darknet, make_cfg, read_weights,
-                          write_weights)
-from nets.loader import load_pretrained
+from nets.assets import read_anchors, read_classes
+from nets.decode import decode_outputs
+from nets.weights.darknet import (
+    BUILTIN_CFG,
+    DarknetError,
+    cfg_info,
+    export_darknet,
+    make_cfg,
+    read_weights,
+    write_weights,
+)
+from nets.weights.loader import load_pretrained
 from nets.yolo import YoloBody
-from utils.assets import read_anchors, read_classes
-from utils.decode import decode_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 # Sizes of the files Darknet publishes (AlexeyAB/darknet releases), header included.
@@ -121,7 +128,7 @@ def test_opencv_dnn_reads_our_cfg_and_weights(tmp_path, num_classes, size):
 @pytest.mark.parametrize("scale_x_y", [1.0, 1.05])
 def test_opencv_dnn_yolo_layers_decode_like_ours(tmp_path, scale_x_y):
     """OpenCV's [yolo] layer (its own implementation of Darknet's decoding, scale_x_y included) gives
-    the boxes and scores that utils/decode.py gives."""
+    the boxes and scores that nets/decode.py gives."""
     size, num_classes = 128, 3
     m = random_model(num_classes, seed=3)
     m.img_size, m.scale_x_y = size, scale_x_y
@@ -240,7 +247,7 @@ def test_cli_import_and_export(tmp_path):
     src = random_model(80)
     weights = tmp_path / "yolov4-tiny.weights"
     write_weights(src, weights, seen=64000)
-    run = [sys.executable, "-m", "nets.darknet"]
+    run = [sys.executable, "-m", "nets.weights.convert"]
     r = subprocess.run([*run, "--weights", str(weights), "--out", str(tmp_path / "m.pt"), "--classes", "80"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

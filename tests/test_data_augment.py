@@ -7,11 +7,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fixtures import default_images, write_voc
 
-from utils.data import (EvalDataset, TrainDataset, eval_collate, letterbox, letterbox_params, load_data_spec,
-                        load_records, make_loader, train_collate, unletterbox_boxes)
+from utils.data import (
+    EvalDataset,
+    TrainDataset,
+    eval_collate,
+    letterbox,
+    letterbox_params,
+    load_data_spec,
+    load_records,
+    make_loader,
+    train_collate,
+    unletterbox_boxes,
+)
 from utils.data.augment import ColourJitter, clip_and_filter, hflip, transform_boxes
-from utils.data.fixtures import default_images, write_voc
 
 RGB = np.array([[255, 255, 255], [255, 200, 0], [0, 80, 255]])  # fixtures.COLOURS (BGR) as RGB, per class
 

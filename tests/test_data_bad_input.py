@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from fixtures import default_images, write_coco, write_voc, write_yolo
 from PIL import Image
 
 from utils.data import DataError, load_data_spec, load_image, load_records
-from utils.data.fixtures import default_images, write_coco, write_voc, write_yolo
 
 HYP = SimpleNamespace(mosaic=1.0, mixup=0.0, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import default_images, write_voc, write_yolo
 
-from utils.anchors import anchor_metrics, box_sizes, compute_anchors, wh_iou
-from utils.data.fixtures import default_images, write_voc, write_yolo
+from utils.data.anchors import anchor_metrics, box_sizes, compute_anchors, wh_iou
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ def test_check_dataset_reports_bad_files(tmp_path):
     root = write_yolo(tmp_path / "y", default_images())
     (root / "labels" / "train" / "a0.txt").write_text("0 0.5 0.5 0.2\n")
     (root / "images" / "train" / "a1.jpg").write_bytes(b"")
-    p = _run("utils.check_dataset", "--data", str(root), "--no-cache")
+    p = _run("utils.data.check_dataset", "--data", str(root), "--no-cache")
     assert p.returncode == 0, p.stderr
     assert "labels/train/a0.txt: malformed label row" in p.stdout
     assert "images/train/a1.jpg: zero-byte image file" in p.stdout
@@ -33,19 +33,19 @@ def test_check_dataset_fails_without_usable_samples(tmp_path):
     devkit = write_voc(tmp_path, default_images())
     for f in (devkit / "VOC2007" / "JPEGImages").glob("*.jpg"):
         f.write_bytes(b"broken")
-    p = _run("utils.check_dataset", "--data", str(devkit), "--no-cache")
+    p = _run("utils.data.check_dataset", "--data", str(devkit), "--no-cache")
     assert p.returncode == 1 and "no usable sample" in p.stdout and "a0.jpg" in p.stdout
-    p = _run("utils.check_dataset", "--data", str(tmp_path / "does_not_exist"))
+    p = _run("utils.data.check_dataset", "--data", str(tmp_path / "does_not_exist"))
     assert p.returncode == 2 and "path not found" in p.stderr
 
 
 def test_anchors_cli(tmp_path):
     devkit = write_voc(tmp_path, default_images() * 1, splits={"train": [i.name for i in default_images()]})
     out = tmp_path / "anchors.txt"
-    p = _run("utils.anchors", "--data", str(devkit), "--img", "416", "--out", str(out), "--generations", "200")
+    p = _run("utils.data.anchors", "--data", str(devkit), "--img", "416", "--out", str(out), "--generations", "200")
     assert p.returncode == 0, p.stderr
     assert "current" in p.stdout and "new" in p.stdout and p.stdout.count("BPR") >= 4 and "mean IoU" in p.stdout
-    from utils.assets import read_anchors
+    from nets.assets import read_anchors
 
     a = read_anchors(out)
     assert a.shape == (6, 2) and (np.diff(a.prod(1)) >= 0).all()
@@ -79,8 +79,8 @@ def _records(wh: np.ndarray, size: int = 320) -> list:
 
 
 def test_check_anchors_keeps_fitting_anchors_and_refits_poor_ones():
-    from utils.anchors import check_anchors
-    from utils.assets import read_anchors
+    from nets.assets import read_anchors
+    from utils.data.anchors import check_anchors
 
     default = read_anchors(ROOT / "model_data" / "yolo_anchors.txt")
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def test_check_anchors_keeps_fitting_anchors_and_refits_poor_ones():
 
     tiny = _records(rng.uniform(3, 6, (60, 2)))  # 3-6 px boxes: IoU with 23x27 is < 0.06
     kept = check_anchors(tiny, default, 320, refit=False, data="my.yaml", log=logs.append)
-    assert np.array_equal(kept, default) and "python -m utils.anchors --data my.yaml --img 320" in logs[-1]
+    assert np.array_equal(kept, default) and "python -m utils.data.anchors --data my.yaml --img 320" in logs[-1]
     new = check_anchors(tiny, default, 320, refit=True, seed=3, log=logs.append)
     assert "fitted to the boxes" in logs[-1]
     assert new.shape == (6, 2) and anchor_metrics(box_sizes(tiny, 320), new[1:])["bpr"] >= 0.98

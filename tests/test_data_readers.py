@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import NAMES, FixtureImage, default_images, write_coco, write_voc, write_yolo
 
 from utils.data import DataError, load_data_spec, load_records
-from utils.data.fixtures import NAMES, FixtureImage, default_images, write_coco, write_voc, write_yolo
 
 IMAGES = default_images()
 EXPECT = {im.name: im for im in IMAGES}

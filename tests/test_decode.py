@@ -9,9 +9,8 @@ import pytest
 import torch
 import torchvision
 
+from nets.decode import decode_boxes, decode_outputs, head_view, non_max_suppression, objectness_maps, unletterbox
 from utils.data.letterbox import letterbox
-from utils.decode import (decode_boxes, decode_outputs, head_view, non_max_suppression, objectness_maps,
-                          unletterbox)
 
 ANCHORS = torch.tensor([[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]], dtype=torch.float32)
 MASKS = [[3, 4, 5], [1, 2, 3]]

@@ -14,12 +14,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from nets.loader import load_model, model_cfg_of
-from nets.yolo import YoloBody
-from utils.checkpoint import save_checkpoint
-
 from helpers import random_detector
+
+from nets.weights.checkpoint import model_cfg_of, save_checkpoint
+from nets.weights.loader import load_model
+from nets.yolo import YoloBody
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc"]
@@ -85,7 +84,7 @@ def test_onnxruntime_matches_pytorch_raw_heads(exported):
 
 def test_predict_cli_on_onnx_gives_the_pytorch_boxes(exported, tmp_path):
     from utils.data.image import load_image
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     ckpt, onnx_path, _ = exported
     rng = np.random.default_rng(0)
@@ -111,8 +110,8 @@ def test_predict_cli_on_onnx_gives_the_pytorch_boxes(exported, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_fixed_batch_export_and_missing_metadata(tmp_path):
-    from export import export_onnx
-    from utils.predictor import Predictor
+    from utils.export.onnx_export import export_onnx
+    from utils.infer.predictor import Predictor
 
     m = spread_model("none")
     ckpt = tmp_path / "m.pt"

@@ -145,7 +145,7 @@ def test_detections_file_against_voc_folder(tiny_voc, tmp_path):
 @pytest.fixture(scope="module")
 def run_project(tiny_voc, tmp_path_factory) -> Path:
     """A project folder with runs/train/exp/{weights/best.pt, config.yaml}: a randomly initialised model."""
-    from nets.loader import save_model_checkpoint
+    from nets.weights.checkpoint import save_model_checkpoint
     from nets.yolo import YoloBody
 
     root = tmp_path_factory.mktemp("project")
@@ -183,7 +183,7 @@ def test_evaluate_model_in_process_keeps_training_mode(tiny_voc):
     from nets.yolo import YoloBody
     from utils.data.load import load_records
     from utils.data.spec import load_data_spec
-    from utils.evaluate import evaluate_model
+    from utils.eval.evaluate import evaluate_model
 
     spec = load_data_spec(str(tiny_voc))
     records, _ = load_records(spec, "val")

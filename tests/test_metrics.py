@@ -1,4 +1,4 @@
-"""utils/metrics.py against independent references: pycocotools' COCOeval on the same files, and
+"""utils/eval/metrics.py against independent references: pycocotools' COCOeval on the same files, and
 VOC cases worked out by hand from the devkit's rules (voc_eval.py as ported in py-faster-rcnn)."""
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import (COCO_STAT_NAMES, coco_metrics, tables_from_lists, voc_evaluate_tables,
-                           voc_metrics)
+from utils.eval.metrics import COCO_STAT_NAMES, coco_metrics, tables_from_lists, voc_evaluate_tables, voc_metrics
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402

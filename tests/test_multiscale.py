@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.multiscale import input_size_at, rescale_batch, size_range
+from utils.engine.multiscale import input_size_at, rescale_batch, size_range
 
 
 @pytest.mark.parametrize("img_size,ratio,expected", [(320, 0.5, (160, 480)), (64, 0.9, (32, 96)),
@@ -50,8 +50,9 @@ def test_rescale_moves_boxes_with_the_pixels(size):
 
 
 def test_training_runs_at_several_sizes(tiny_voc, tmp_path, monkeypatch):
-    import utils.trainer as trainer_module
     from test_train import make_cfg, run
+
+    import utils.engine.trainer as trainer_module
 
     seen = []
     real = trainer_module.rescale_batch

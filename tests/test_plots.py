@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import torch
 
-from utils.draw import class_color
-from utils.plots import plot_labels, plot_train_batch
+from utils.viz.draw import class_color
+from utils.viz.plots import plot_labels, plot_train_batch
 
 
 def test_batch_preview_draws_each_box_on_its_image(tmp_path):

@@ -13,13 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from nets.loader import model_cfg_of
-from nets.yolo import YoloBody
-from utils.checkpoint import save_checkpoint
-from utils.runs import WeightsNotFoundError, increment_dir, latest_weights
-
 from helpers import random_detector
+
+from nets.weights.checkpoint import model_cfg_of, save_checkpoint
+from nets.yolo import YoloBody
+from utils.engine.runs import WeightsNotFoundError, increment_dir, latest_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc", "tri"]
@@ -126,7 +124,7 @@ def test_cli_txt_and_voc_match_the_json(workspace, cli_run):
 def test_cli_boxes_are_the_predictor_boxes(workspace, cli_run):
     """The boxes in predictions.json are exactly what the shared Predictor (used by evaluation) returns."""
     from utils.data.image import load_image
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     pred = Predictor.from_weights(workspace / "runs/train/exp/weights/best.pt", device="cpu", conf_thres=0.3)
     entries = json.loads((workspace / "out" / "t" / "predictions.json").read_text())
@@ -181,7 +179,7 @@ def test_increment_dir(tmp_path):
 
 
 def test_collect_sources(workspace):
-    from utils.predict_run import collect_sources
+    from utils.infer.predict_run import collect_sources
 
     srcs, problems = collect_sources([str(workspace / "imgs"), str(workspace / "*.avi"), "0", "missing.png"])
     kinds = [(s.kind, Path(s.path).name) for s in srcs]
@@ -193,7 +191,7 @@ def test_collect_sources(workspace):
 # ---------------------------------------------------------------- fusion, predictor, drawing
 @pytest.mark.parametrize("phi", ["none", "cbam", "ca"])
 def test_fused_model_matches_unfused(phi):
-    from utils.fuse import fuse_conv_bn
+    from nets.fuse import fuse_conv_bn
 
     m = tiny_model(phi)
     fused = fuse_conv_bn(m)
@@ -210,7 +208,7 @@ def test_predict_tensor_matches_call():
     """Evaluation feeds square letterboxed batches; with rect=False (the same geometry) it gets the same
     boxes as images passed directly."""
     from utils.data.letterbox import letterbox
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     pred = Predictor(tiny_model(), img_size=96, conf_thres=0.3, rect=False)
     rng = np.random.default_rng(1)
@@ -226,7 +224,7 @@ def test_predict_tensor_matches_call():
 
 
 def test_rect_input_shapes_and_batching_independence():
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     pred = Predictor(tiny_model(), img_size=416, conf_thres=0.3)
     assert pred.input_shape(576, 768) == (320, 416)  # 4:3 photo
@@ -243,7 +241,7 @@ def test_rect_input_shapes_and_batching_independence():
 
 
 def test_bf16_keeps_float32_anchors_and_fp16_needs_a_gpu(workspace):
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     weights = workspace / "runs/train/exp/weights/best.pt"
     pred = Predictor.from_weights(weights, device="cpu", dtype="bf16", conf_thres=0.3)
@@ -257,7 +255,7 @@ def test_bf16_keeps_float32_anchors_and_fp16_needs_a_gpu(workspace):
 
 
 def test_predictor_class_filter_by_name_and_errors():
-    from utils.predictor import Predictor
+    from utils.infer.predictor import Predictor
 
     pred = Predictor(tiny_model(), class_names=NAMES, img_size=96, conf_thres=0.2, classes=["disc", 2])
     assert pred.classes == [1, 2]
@@ -270,7 +268,7 @@ def test_predictor_class_filter_by_name_and_errors():
 
 
 def test_drawing_colours_and_overlays():
-    from utils.draw import class_color, draw_detections, map_to_image, overlay_heatmap, text_color
+    from utils.viz.draw import class_color, draw_detections, map_to_image, overlay_heatmap, text_color
 
     assert text_color((255, 230, 0)) == (0, 0, 0) and text_color((20, 40, 160)) == (255, 255, 255)
     assert len({class_color(i) for i in range(80)}) == 80

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from nets import load_model
-from nets.loader import load_pretrained
-from nets.reference import to_project_keys, to_reference_keys
+from nets.weights.checkpoint import CheckpointError
+from nets.weights.loader import load_pretrained
+from nets.weights.reference import to_project_keys, to_reference_keys
 from nets.yolo import YoloBody
-from utils.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -157,7 +157,7 @@ def test_key_mapping_helpers():
 def test_cli_converts_to_project_checkpoint(tmp_path):
     ref = reference_state(20, 4)
     torch.save(ref, tmp_path / "yolov4_tiny_weights_voc.pth")
-    r = subprocess.run([sys.executable, "-m", "nets.reference", "--weights", str(tmp_path / "yolov4_tiny_weights_voc.pth"),
+    r = subprocess.run([sys.executable, "-m", "nets.weights.convert", "--weights", str(tmp_path / "yolov4_tiny_weights_voc.pth"),
                         "--out", str(tmp_path / "m.pt")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     model = load_model(tmp_path / "m.pt")

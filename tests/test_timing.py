@@ -1,7 +1,7 @@
-"""utils.timing.interleaved: round-robin order, warm-up dropped, statistics of the timed calls."""
+"""utils.engine.timing.interleaved: round-robin order, warm-up dropped, statistics of the timed calls."""
 from __future__ import annotations
 
-from utils.timing import interleaved
+from utils.engine.timing import interleaved
 
 
 def test_round_robin_rotates_and_drops_warmup():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.checkpoint import load_checkpoint
+from nets.weights.checkpoint import load_checkpoint
 from utils.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def make_cfg(data: Path, project: Path, **kw):
 
 
 def run(cfg):
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
     return Trainer(cfg, log=lambda *a: None).train()
 
 
@@ -51,7 +51,7 @@ def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
 
 
 def test_resume_is_bitwise_exact(tiny_voc, tmp_path, monkeypatch):
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
 
     straight = run(make_cfg(tiny_voc, tmp_path, epochs=3, name="straight"))
 
@@ -82,7 +82,7 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
     target = tmp_path / "last.pt"
     script = (
         "import sys, torch\n"
-        "from utils.checkpoint import save_checkpoint\n"
+        "from nets.weights.checkpoint import save_checkpoint\n"
         "i = 0\n"
         "while True:\n"
         "    save_checkpoint(sys.argv[1], {'i': i, 'w': torch.full((2_000_000,), float(i))})\n"
@@ -102,7 +102,7 @@ def test_kill_during_save_leaves_a_loadable_checkpoint(tmp_path):
 
 def test_nan_loss_stops_with_advice(tiny_voc, tmp_path, monkeypatch):
     from nets.loss import YoloLoss
-    from utils.trainer import TrainingDiverged
+    from utils.engine.trainer import TrainingDiverged
 
     real = YoloLoss.forward
 
@@ -177,7 +177,7 @@ def test_time_budget_replans_and_stops(tiny_voc, tmp_path):
 
 def test_close_mosaic_is_capped_under_a_time_budget(tiny_voc, tmp_path):
     """A budget that plans ~8 epochs must not switch mosaic off after the first (close_mosaic 10)."""
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
     timed = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=10, name="t"), log=lambda *a: None)
     for planned, closed in ((7, 2), (8, 2), (11, 3), (30, 8), (100, 10), (400, 10), (3, 1), (1, 1)):
         timed.epochs = planned
@@ -193,7 +193,7 @@ def test_close_mosaic_is_capped_under_a_time_budget(tiny_voc, tmp_path):
 def test_de_parallel_unwraps_compile_and_ddp_wrappers():
     from torch import nn
 
-    from utils.torch_utils import de_parallel
+    from utils.engine.torch_utils import de_parallel
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     compiled = torch.compile(m)  # lazy: nothing compiles until it is called
     assert de_parallel(compiled) is m
@@ -204,8 +204,8 @@ def test_de_parallel_unwraps_compile_and_ddp_wrappers():
 @pytest.mark.slow
 def test_compiled_training_saves_bare_checkpoints_and_resumes(tiny_voc, tmp_path, monkeypatch):
     """--compile true trains through torch.compile, yet checkpoints hold the bare model's keys and resume works."""
-    from nets.loader import load_model
-    from utils.trainer import Trainer
+    from nets.weights.loader import load_model
+    from utils.engine.trainer import Trainer
 
     real = Trainer.train_one_epoch
 
@@ -232,7 +232,7 @@ def test_compiled_training_saves_bare_checkpoints_and_resumes(tiny_voc, tmp_path
 def test_compile_without_a_cpp_compiler_says_what_to_do(tiny_voc, tmp_path, monkeypatch):
     import shutil
 
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     tr = Trainer(make_cfg(tiny_voc, tmp_path, epochs=1, compile=True, device="cpu", name="nocc"), log=lambda *a: None)
@@ -242,7 +242,7 @@ def test_compile_without_a_cpp_compiler_says_what_to_do(tiny_voc, tmp_path, monk
 
 
 def test_autoanchor_replaces_poor_anchors_and_resume_keeps_them(tiny_voc, tmp_path):
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
 
     bad = tmp_path / "huge_anchors.txt"
     bad.write_text("300,300, 310,310, 320,320, 330,330, 340,340, 350,350\n")  # no 64-px box fits these
@@ -260,7 +260,7 @@ def test_autoanchor_replaces_poor_anchors_and_resume_keeps_them(tiny_voc, tmp_pa
 
 
 def test_accumulation_groups_by_hand():
-    from utils.trainer import accumulation_group
+    from utils.engine.trainer import accumulation_group
 
     assert [accumulation_group(i, 5, 2) for i in range(5)] == [(2, False), (2, True), (2, False), (2, True), (1, True)]
     assert [accumulation_group(i, 3, 1) for i in range(3)] == [(1, True)] * 3
@@ -271,7 +271,7 @@ def test_accumulated_gradient_is_the_mean_of_the_micro_batches(tiny_voc, tmp_pat
     """Two half batches, each loss divided by the group size, leave the mean of their own gradients (not
     exactly the whole batch's: box and class terms are normalised by the positives of each micro-batch)."""
     from utils.data.dataset import train_collate
-    from utils.trainer import Trainer
+    from utils.engine.trainer import Trainer
 
     t = Trainer(make_cfg(tiny_voc, tmp_path, batch_size=4, accumulate=2, name="acc"), log=lambda *a: None)
     t.setup_data()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.tta import VIEWS, boxes_to_input, make_view
+from utils.infer.tta import VIEWS, boxes_to_input, make_view
 
 
 def _frame(img: torch.Tensor) -> list[float]:
@@ -32,7 +32,8 @@ def test_views_and_boxes_map_back_onto_the_input(hw, scale, mirror):
 
 def test_predictor_augment_adds_the_views_to_one_nms():
     from helpers import random_detector
-    from utils.predictor import Predictor
+
+    from utils.infer.predictor import Predictor
 
     model = random_detector("none", 2)
     img = np.random.default_rng(0).integers(0, 255, (100, 140, 3), dtype=np.uint8)

@@ -20,7 +20,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from nets.assets import ROOT
+from nets.attention import resolve_attention
+from nets.yolo import ATTENTION_SITES
+
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
 
@@ -164,9 +167,6 @@ def _unknown_key(key: str, source: str) -> ConfigError:
 
 def validate(cfg: Config, root: Path = ROOT) -> Config:
     """Reject values that cannot work, naming the key; return cfg for chaining."""
-    from nets.attention import resolve_attention
-    from nets.yolo import ATTENTION_SITES
-
     if cfg.img_size < 32 or cfg.img_size % 32:
         raise ConfigError(f"config key 'img_size': {cfg.img_size} must be a positive multiple of 32 "
                           f"(e.g. {max(32, round(cfg.img_size / 32) * 32)})")

@@ -18,6 +18,7 @@ import numpy as np
 
 from .records import DataReport, Record
 from .spec import DataSpec
+from .yolo_txt import label_path
 
 CACHE_VERSION = 3
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ def watched_paths(spec: DataSpec, split: str) -> list[Path]:
         elif spec.format == "coco":
             out += [p] + ([Path(s.images)] if s.images else [])
         else:
-            from .yolo_txt import label_path
 
             out.append(p)
             if p.is_dir():

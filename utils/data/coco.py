@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
-from .records import DataError
-from .spec import SplitSource
+from .records import DataError, SplitSource
+from .validate import IMG_EXTS
 
 _MEMO: dict[tuple[str, int, int], object] = {}  # parsed jsons between spec and load_records
 
@@ -87,8 +87,6 @@ def find_coco_images(ann: Path) -> Path:
 
 
 def _has_images(d: Path) -> bool:
-    from .validate import IMG_EXTS
-
     with os.scandir(d) as it:
         return any(e.name.lower().endswith(IMG_EXTS) for e in it)
 

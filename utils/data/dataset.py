@@ -42,7 +42,6 @@ class TrainDataset(Dataset):
     (Ultralytics-like meanings; the project's Config has them). Difficult and crowd boxes are not
     targets unless `include_difficult`. An image that fails to load is replaced by the next readable
     one (deterministic) and counted in `load_failures`."""
-
     worker_init_fn = staticmethod(seed_worker)  # for DataLoader(worker_init_fn=ds.worker_init_fn)
 
     def __init__(self, records: list[Record], img_size: int, hyp: Any, seed: int = 0,
@@ -127,7 +126,7 @@ class TrainDataset(Dataset):
                     log.warning("skipping unreadable training image (replaced by another): %s", e)
             self._state[2] += 1  # not atomic across workers: a count for the log, not a lock
         raise DataError(f"{MAX_SUBSTITUTES} training images in a row failed to load, starting at "
-                        f"{self.records[index].image}; run python -m utils.check_dataset --deep on the data")
+                        f"{self.records[index].image}; run python -m utils.data.check_dataset --deep on the data")
 
     def _load_resized(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rec = self.records[j]
@@ -174,7 +173,6 @@ class EvalDataset(Dataset):
     """Letterboxed images for evaluation/prediction: (uint8 (3, S, S) RGB, index, scale, (pad_x, pad_y)).
     An image that fails to load becomes a grey image (no detections; its boxes count as misses),
     logged and counted in `load_failures`; evaluation does not stop."""
-
     worker_init_fn = staticmethod(seed_worker)
 
     def __init__(self, records: list[Record], img_size: int):

@@ -9,9 +9,12 @@ import numpy as np
 
 from .cache import cache_file, fingerprint, read_cache, write_cache
 from .candidate import Candidate
+from .coco import read_coco, release
 from .records import DataError, DataReport, Record
 from .spec import DataSpec, SplitSource
 from .validate import BadSample, check_classes, check_images, clean_boxes
+from .voc import read_voc
+from .yolo_txt import read_yolo
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,6 @@ def load_records(spec: DataSpec, split: str, deep: bool = False, use_cache: bool
         return _load(spec, split, deep, spec.cache if use_cache is None else use_cache)
     finally:
         if spec.format == "coco":  # a parsed COCO json is GBs for train2017: records keep what is needed
-            from .coco import release
 
             for src in spec.splits[split]:
                 release(Path(src.path))
@@ -66,14 +68,11 @@ def _require_usable(report: DataReport) -> None:
 
 def _read(spec: DataSpec, src: SplitSource) -> list[Candidate]:
     if spec.format == "voc":
-        from .voc import read_voc
 
         return read_voc(src, spec.names, spec.drop_unlisted)
     if spec.format == "coco":
-        from .coco import read_coco
 
         return read_coco(src, spec.cat_ids or [], spec.drop_unlisted)
-    from .yolo_txt import read_yolo
 
     return read_yolo(src, spec.num_classes, spec.drop_unlisted)
 

@@ -20,7 +20,6 @@ class DataError(ValueError):
 @dataclass
 class Record:
     """One image and its annotations, in the project's box convention (xyxy, 0-based continuous pixels)."""
-
     image: str
     width: int
     height: int
@@ -62,7 +61,6 @@ def make_record(image: str, width: int, height: int, boxes=None, classes=None, d
 @dataclass
 class DataReport:
     """What loading a split did to the user's data: skipped samples, repairs, counts; `summary()` says it."""
-
     split: str = ""
     source: str = ""
     seen: int = 0  # samples looked at
@@ -128,3 +126,18 @@ class DataReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@dataclass
+class SplitSource:
+    """One piece of a split. voc: `path` = a VOC20xx folder, `subset` = ImageSets/Main/<subset>.txt
+    (None: every annotation); coco: `path` = instances json, `images` = image folder; yolo: `path` =
+    an image folder or a .txt list of images. `holdout` = ("train"|"val", fraction): only that part
+    of an unsplit set."""
+    path: str
+    subset: str | None = None
+    images: str | None = None
+    holdout: tuple[str, float] | None = None
+
+    def key(self) -> str:
+        return f"{self.path}|{self.subset}|{self.images}|{self.holdout}"

@@ -20,9 +20,13 @@ from typing import Any
 
 import yaml
 
-from .records import DataError
+from nets.assets import ROOT, read_classes
 
-ROOT = Path(__file__).resolve().parents[2]
+from .coco import coco_categories, find_coco_images
+from .records import DataError, SplitSource
+from .synthetic import DEFAULTS, ensure_synthetic
+from .yolo_txt import max_class_id
+
 SPLITS = ("train", "val", "test")
 HOLDOUT = 0.1  # fraction of an unsplit set used for val
 FORMATS = ("voc", "coco", "yolo")
@@ -30,25 +34,8 @@ UNLISTED_CHOICES = ("skip_image", "drop")  # data YAML 'unlisted_classes'
 
 
 @dataclass
-class SplitSource:
-    """One piece of a split. voc: `path` = a VOC20xx folder, `subset` = ImageSets/Main/<subset>.txt
-    (None: every annotation); coco: `path` = instances json, `images` = image folder; yolo: `path` =
-    an image folder or a .txt list of images. `holdout` = ("train"|"val", fraction): only that part
-    of an unsplit set."""
-
-    path: str
-    subset: str | None = None
-    images: str | None = None
-    holdout: tuple[str, float] | None = None
-
-    def key(self) -> str:
-        return f"{self.path}|{self.subset}|{self.images}|{self.holdout}"
-
-
-@dataclass
 class DataSpec:
     """A resolved data set: `format` in voc/coco/yolo, class `names`, `splits` -> sources."""
-
     format: str
     names: list[str]
     root: Path
@@ -207,10 +194,6 @@ def _names_from(v: Any, bases: list[Path], where: str) -> list[str] | None:
 
 def _read_names(path: Path) -> list[str]:
     try:
-        from utils.assets import read_classes
-    except ImportError:  # pragma: no cover - assets.py is the lead's; same rule, inline
-        read_classes = lambda p: [x.strip() for x in Path(p).read_text().splitlines() if x.strip()]  # noqa: E731
-    try:
         return read_classes(path)
     except (OSError, ValueError) as e:
         raise DataError(str(e)) from None
@@ -318,8 +301,6 @@ def _coco_splits_for_json(path: Path) -> dict[str, list[SplitSource]]:
 
 
 def _coco_spec(root: Path, splits: dict[str, list[SplitSource]], names: list[str] | None) -> DataSpec:
-    from .coco import coco_categories, find_coco_images
-
     first = (splits.get("train") or splits.get("val") or next(iter(splits.values())))[0]
     cat_ids, cat_names = coco_categories(Path(first.path))  # parses (and checks) the json first
     for srcs in splits.values():
@@ -377,7 +358,6 @@ def _yolo_spec(root: Path, names: list[str] | None, splits: dict[str, list[Split
                 names = _read_names(root / n)
                 break
     if names is None:
-        from .yolo_txt import max_class_id
 
         top = max_class_id(splits)
         if top < 0:
@@ -409,8 +389,6 @@ def _from_dir(path: Path) -> DataSpec:
 
 # ----------------------------------------------------------------------------------------- synthetic
 def _synthetic_spec(cfg: dict) -> DataSpec:
-    from .synthetic import DEFAULTS, ensure_synthetic
-
     params = {k: cfg[k] for k in DEFAULTS if k in cfg}
     root = Path(cfg["path"]) if cfg.get("path") else ROOT / "datasets" / "synthetic"
     if not root.is_absolute():

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -218,7 +219,6 @@ def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200,
         (year / d).mkdir(parents=True, exist_ok=True)
     total = num_train + num_val + num_test
     # ~8 ms an image on one core; OpenCV and NumPy release the GIL, so threads share the cores
-    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as ex:
         list(ex.map(lambda i: _write_one(year, seed, i), range(total)))

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -75,7 +76,6 @@ def check_image(path: str | Path, deep: bool = False) -> ImageInfo:
     if fmt in ("JPEG", "MPO") and not _jpeg_complete(p):
         info.repairs.append("truncated JPEG: missing part decodes grey")
     if deep:
-        import cv2
 
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:

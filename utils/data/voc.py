@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
-from .spec import SplitSource
+from .records import DataError, SplitSource
 from .validate import IMG_EXTS
 
 
@@ -22,7 +22,6 @@ def read_image_set(year: Path, subset: str | None) -> list[str]:
         return sorted(p.stem for p in (year / "Annotations").glob("*.xml"))
     f = year / "ImageSets" / "Main" / f"{subset}.txt"
     if not f.is_file():
-        from .records import DataError
 
         raise DataError(f"{f}: image-set list not found (expected one image id per line)")
     return [line.split()[0] for line in f.read_text().splitlines() if line.strip()]

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .candidate import UNLISTED_FIX, Candidate, dropped_unlisted, failed
-from .records import DataError
-from .spec import SplitSource
+from .records import DataError, SplitSource
 from .validate import IMG_EXTS
 
 

@@ -5,7 +5,7 @@
 
 The ground truth of a split becomes an `EvalSet` (flat tables plus the ids that a COCO results json
 uses for its images and classes); detections become a `DetTable`; `score()` runs the metrics of
-utils/metrics.py on them. `official_coco()` runs pycocotools' COCOeval on the same detections.
+utils/eval/metrics.py on them. `official_coco()` runs pycocotools' COCOeval on the same detections.
 Inference is the one shared path (utils/predictor.Predictor: letterbox -> model -> decode -> NMS ->
 un-letterbox), batched over utils/data's EvalDataset.
 """
@@ -22,10 +22,22 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from utils.eval_report import metrics_dict
-from utils.metrics import (CocoMetrics, DetTable, GtTable, VocMetrics, coco_evaluate_tables, tables_from_lists,
-                           voc_evaluate_tables)
+from utils.data.load import load_records
+from utils.data.spec import load_data_spec
+from utils.eval.confusion import detection_confusion, save_confusion
+from utils.eval.metrics import (
+    CocoMetrics,
+    DetTable,
+    GtTable,
+    VocMetrics,
+    coco_evaluate_tables,
+    tables_from_lists,
+    voc_evaluate_tables,
+)
+from utils.eval.report import metrics_dict, plot_pr_curves
+from utils.infer.predictor import Predictor, predict_paths
 
 METRICS = ("coco", "voc", "both")
 
@@ -37,7 +49,6 @@ class EvalInputError(ValueError):
 @dataclass
 class EvalSet:
     """Ground truth of one split, flat, with the ids a COCO results json uses for it."""
-
     class_names: list[str]
     gts: GtTable
     keys: list[int | str]  # per image: its "image_id" in a detections json
@@ -64,7 +75,6 @@ class EvalSet:
 @dataclass
 class EvalOutcome:
     """Everything one evaluation produced."""
-
     evalset: EvalSet
     dets: DetTable
     coco: CocoMetrics | None
@@ -162,8 +172,6 @@ def load_ground_truth(path: str | Path, split: str | None = None) -> EvalSet:
         return load_coco_ground_truth(path)
     if not path.exists():
         raise EvalInputError(f"ground truth not found: {path} (pass a COCO instances json or a VOC folder)")
-    from utils.data.load import load_records
-    from utils.data.spec import load_data_spec
 
     spec = load_data_spec(path)
     split = split or default_split(spec)
@@ -325,8 +333,6 @@ def _no_detection_stats(evalset: EvalSet) -> np.ndarray:
 def make_predictor(model: Any, class_names: Sequence[str] | None, img_size: int, device: Any, conf: float,
                    iou: float, max_det: int = 300) -> Any:
     """The shared Predictor set up for evaluation: every class over `conf` per box (multi-label)."""
-    from utils.predictor import Predictor
-
     return Predictor(model, img_size=img_size, class_names=class_names, conf_thres=conf, iou_thres=iou,
                      max_det=max_det, multi_label=True, device=device)
 
@@ -341,10 +347,6 @@ def run_inference(predictor: Any, records: Sequence[Any], batch_size: int = 16, 
     ahead; `workers` is accepted for callers' convenience and not needed. An unreadable image is
     scored as having no detections, and counted.
     """
-    from tqdm import tqdm
-
-    from utils.predictor import predict_paths
-
     out: list[dict[str, torch.Tensor]] = []
     failures: list[str] = []
     results = predict_paths(predictor, [r.image for r in records], batch_size)
@@ -384,8 +386,6 @@ def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str
     dets = predictions_to_table(preds)
     outcome = score(evalset, dets, metric, voc_iou=voc_iou, device=predictor.device)
     if plots_dir is not None:
-        from utils.confusion import detection_confusion, save_confusion
-        from utils.eval_report import plot_pr_curves
 
         plot_pr_curves(plots_dir, evalset.class_names, outcome.coco, outcome.voc, per_class=False)
         save_confusion(plots_dir, detection_confusion(dets, evalset.gts, evalset.class_names))

@@ -15,7 +15,7 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.draw import draw_detections  # noqa: E402
+from utils.viz.draw import draw_detections  # noqa: E402
 
 BATCH_PREVIEW_MAX_SIDE = 1920  # px: a 16-image grid at 640 would be 2560 wide
 

@@ -14,7 +14,7 @@ a user sees are exactly the boxes that get scored:
 
 The "model" is a torch module (used as given: call .eval() first) or an onnxruntime session made
 from `export.py`'s file, whose metadata carries classes, input size and anchors. What predict.py
-does around it (sources, run folder, drawing) is in `utils/predict_run.py`.
+does around it (sources, run folder, drawing) is in `utils/infer/predict_run.py`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.decode import decode_outputs, non_max_suppression, unletterbox
+from nets.decode import decode_outputs, non_max_suppression, unletterbox
+from nets.fuse import fuse_conv_bn
+from nets.weights.loader import load_model
+from utils.data.image import ImageError, load_image
+from utils.data.letterbox import letterbox
+from utils.device import select_device
+from utils.infer.tta import VIEWS, boxes_to_input, make_view
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_META_KEY = "model_cfg"  # JSON of the checkpoint's model_cfg plus masks and strides
@@ -38,7 +44,6 @@ ONNX_META_KEY = "model_cfg"  # JSON of the checkpoint's model_cfg plus masks and
 @dataclass(frozen=True)
 class LetterboxInfo:
     """How one image was letterboxed: resize factor, (pad_x, pad_y) offset, original (h, w)."""
-
     scale: float
     pad: tuple[float, float]
     shape: tuple[int, int]
@@ -53,20 +58,6 @@ class LetterboxInfo:
             return cls(float(obj["scale"]), tuple(obj["pad"]), tuple(int(v) for v in obj["shape"]))
         scale, pad, shape = obj
         return cls(float(scale), (float(pad[0]), float(pad[1])), (int(shape[0]), int(shape[1])))
-
-
-def resolve_device(device: str | torch.device | None = "") -> torch.device:
-    """'' -> cuda when available else cpu; '0' -> cuda:0; anything else as torch reads it."""
-    if isinstance(device, torch.device):
-        return device
-    device = (device or "").strip().lower()
-    if not device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.isdigit():
-        device = f"cuda:{device}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available; use --device cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -125,7 +116,7 @@ class Predictor:
         self.onnx = is_onnx_session(model)
         if self.onnx:
             cfg = onnx_model_cfg(model)
-            self.device = resolve_device(device) if device is not None else torch.device("cpu")
+            self.device = select_device(device) if device is not None else torch.device("cpu")
             self.dtype = torch.float32
             inp = model.get_inputs()[0]
             self._input_name = inp.name
@@ -146,7 +137,7 @@ class Predictor:
                             strides=cfg.get("strides", (32, 16)), scale_x_y=float(cfg.get("scale_x_y", 1.0)))
         else:
             param = next(model.parameters())
-            self.device = resolve_device(device) if device is not None else param.device
+            self.device = select_device(device) if device is not None else param.device
             self.dtype = resolve_dtype(dtype, self.device) if dtype is not None else param.dtype
             num_classes = int(model.num_classes)
             defaults = dict(img_size=getattr(model, "img_size", 416), class_names=getattr(model, "class_names", None),
@@ -170,7 +161,7 @@ class Predictor:
         self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), int(max_det)
         self.classes = self.resolve_classes(classes)
         self.agnostic, self.multi_label, self.rect = bool(agnostic), bool(multi_label), bool(rect)
-        self.augment = bool(augment)  # test-time augmentation (utils/tta.py)
+        self.augment = bool(augment)  # test-time augmentation (utils/infer/tta.py)
         self.times = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0, "images": 0}
 
     # ---- construction -------------------------------------------------------------------------
@@ -185,14 +176,13 @@ class Predictor:
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"weights not found: {path} (pass --weights path/to/best.pt or model.onnx)")
-        dev = resolve_device(device)
+        dev = select_device(device)
         if path.suffix.lower() == ".onnx":
             if dtype not in (None, "fp32", torch.float32):
                 raise ValueError("an ONNX model runs in the precision it was exported in (fp32); drop --dtype")
             session = load_onnx_session(path, dev, threads)
             onnx_model_cfg(session, str(path))  # fail here, naming the file, when metadata is missing
             return cls(session, device=dev, **kwargs)
-        from nets.loader import load_model
 
         dt = resolve_dtype(dtype, dev)
         if threads > 0:
@@ -200,7 +190,6 @@ class Predictor:
         model = load_model(path, device="cpu")
         kwargs.setdefault("anchors", model.anchors.clone())  # float32: bf16 would round 319 to 320
         if fuse:
-            from utils.fuse import fuse_conv_bn
 
             model = fuse_conv_bn(model, inplace=True)
         # channels-last: oneDNN (CPU) and cuDNN (fp16/bf16 tensor cores) run these convs faster so
@@ -242,8 +231,6 @@ class Predictor:
                    ) -> tuple[torch.Tensor, list[LetterboxInfo]]:
         """RGB uint8 images -> one letterboxed (B, 3, S_h, S_w) batch in [0, 1] on the device, and how
         each image was placed. shape defaults to the smallest that holds every image's input_shape."""
-        from utils.data.letterbox import letterbox
-
         for img in images:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ValueError(f"expected an RGB uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
@@ -282,9 +269,7 @@ class Predictor:
 
     @torch.inference_mode()
     def augmented(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """--augment: decoded predictions (B, N, 5 + C) of each extra view (utils/tta.py), boxes in pixels of `x`."""
-        from utils.tta import VIEWS, boxes_to_input, make_view
-
+        """--augment: decoded predictions (B, N, 5 + C) of each extra view (utils/infer/tta.py), boxes in pixels of `x`."""
         out = []
         for scale, mirror in VIEWS:
             view, hw = make_view(x, scale, mirror)
@@ -377,8 +362,6 @@ def detections_to_numpy(det: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 def _read_image(path: str) -> tuple[np.ndarray | None, str | None]:
-    from utils.data.image import ImageError, load_image
-
     try:
         return load_image(path), None
     except (ImageError, OSError, ValueError) as e:
@@ -388,7 +371,6 @@ def _read_image(path: str) -> tuple[np.ndarray | None, str | None]:
 @dataclass
 class ImageResult:
     """One image of `predict_paths`: its detections, or the error that kept it from being read."""
-
     path: str
     image: np.ndarray | None = None
     det: dict[str, torch.Tensor] | None = None

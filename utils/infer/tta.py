@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.assets import STRIDES
+from nets.assets import STRIDES
 
 VIEWS = ((1.33, False), (1.0, True))  # (scale, mirror) besides the unchanged input
 PAD_VALUE = 114 / 255  # the letterbox grey (utils/data/letterbox.py)

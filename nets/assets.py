@@ -1,4 +1,8 @@
-"""Readers for the small text assets in `model_data/` (anchors, class names)."""
+"""The head geometry (anchor masks, strides) and readers for the text assets in `model_data/`.
+
+One definition each: the network, the loss, the decoder, the data pipeline and the exporters
+all take the anchors, masks and strides from here (or from a checkpoint that stored them).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_DATA = ROOT / "model_data"
 DEFAULT_ANCHORS = MODEL_DATA / "yolo_anchors.txt"
 ANCHOR_MASKS = ((3, 4, 5), (1, 2, 3))  # yolov4-tiny.cfg: stride-32 head, stride-16 head
-STRIDES = (32, 16)
+STRIDES = (32, 16)  # input pixels per cell of each head, in the order of ANCHOR_MASKS
+MAX_STRIDE = max(STRIDES)  # every input side must be a multiple of it
 
 
 def read_anchors(path: str | Path = DEFAULT_ANCHORS) -> np.ndarray:
@@ -36,3 +41,17 @@ def read_classes(path: str | Path) -> list[str]:
     if not names:
         raise ValueError(f"{path}: no class names in file (one class name per line)")
     return names
+
+
+def class_names_for(spec: str | Path | None, num_classes: int) -> list[str]:
+    """Names for imported weights, which rarely come with theirs: from a class-names file (checked
+    against the count), else COCO's for 80 classes, VOC's for 20, numbers otherwise."""
+    if spec and not str(spec).isdigit():
+        names = read_classes(spec)
+        if len(names) != num_classes:
+            raise ValueError(f"{spec}: {len(names)} class names, but the weights have {num_classes} classes")
+        return names
+    for f in (MODEL_DATA / "coco_classes.txt", MODEL_DATA / "voc_classes.txt"):
+        if f.is_file() and len(read_classes(f)) == num_classes:
+            return read_classes(f)
+    return [str(i) for i in range(num_classes)]

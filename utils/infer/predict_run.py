@@ -1,6 +1,6 @@
 """predict.py's run: sources (images, folders, globs, videos, cameras), the run folder writer
 (annotated media, predictions.json, labels, crops, counts, overlays) and the loop that ties them
-to the shared `Predictor` / `predict_paths` of `utils/predictor.py`."""
+to the shared `Predictor` / `predict_paths` of `utils/infer/predictor.py`."""
 from __future__ import annotations
 
 import glob as _glob
@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from utils.predictor import LetterboxInfo, Predictor, detections_to_numpy, predict_paths
+from nets.decode import objectness_maps
+from utils.infer.predictor import LetterboxInfo, Predictor, detections_to_numpy, predict_paths
+from utils.viz.attention_maps import detect_with_maps, overlay_panels
+from utils.viz.draw import draw_detections, map_to_image, overlay_heatmap, tile
 
 # =================================================================================================
 # Running over user sources (predict.py): images, folders, globs, videos, cameras -> a run folder.
@@ -139,7 +144,6 @@ class RunWriter:
             self._write_crops(stem, img, boxes, labels)
         if not self.opts.save_img:
             return None
-        from utils.draw import draw_detections
 
         return draw_detections(img, boxes, scores, labels, self.names, self.opts.line_width,
                                self.opts.hide_labels, self.opts.hide_conf)
@@ -175,8 +179,6 @@ class RunWriter:
         ET.ElementTree(root).write(d / f"{stem}.xml", encoding="utf-8")
 
     def _write_crops(self, stem, img, boxes, labels):
-        import cv2
-
         h, w = img.shape[:2]
         for i, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels)):
             xa, ya = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
@@ -201,19 +203,14 @@ def _safe_name(name: str) -> str:
 
 
 def _imwrite(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
 
 
 def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarray, info: LetterboxInfo,
               raw_i: list[torch.Tensor], want_maps: bool) -> None:
-    """Objectness per head, and per attention site the map of utils/attention_maps.py (the spatial gate
+    """Objectness per head, and per attention site the map of utils/viz/attention_maps.py (the spatial gate
     where the block has one, else the channel-mean |feature|), mapped onto the original image."""
-    from utils.decode import objectness_maps
-    from utils.draw import map_to_image, overlay_heatmap, tile
-
     size = info.input_shape or (predictor.img_size, predictor.img_size)
     if writer.opts.heatmap:
         heads = objectness_maps([r[None] for r in raw_i], len(predictor.masks[0]))
@@ -224,7 +221,6 @@ def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarra
         titles = [f"objectness stride {s}" for s in predictor.strides]
         _imwrite(d / f"{stem}.jpg", tile(panels, titles))
     if want_maps:
-        from utils.attention_maps import detect_with_maps, overlay_panels
 
         # the same input as the detection pass (same letterbox shape), run once more with the hooks on
         _, _, maps = detect_with_maps(predictor, img, size)
@@ -237,8 +233,6 @@ def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarra
 def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, opts: PredictOptions,
                 log: Any = print) -> PredictSummary:
     """Detect on every source, writing annotated media, predictions.json and the optional extras."""
-    from tqdm import tqdm
-
     writer = RunWriter(run_dir, predictor.class_names, opts)
     want_maps = opts.attention_maps and not predictor.onnx
     if opts.attention_maps and predictor.onnx:
@@ -282,8 +276,6 @@ def _image_suffix(path: str) -> str:
 
 def _run_stream(predictor, src: Source, writer: RunWriter, opts: PredictOptions, log):
     """A video file or a camera: frames in batches; annotated video + one JSON entry per frame."""
-    import cv2
-
     cap = cv2.VideoCapture(int(src.path) if src.kind == "camera" else src.path)
     if not cap.isOpened():
         msg = (f"camera {src.path}: cannot open it (is it connected? try another index)" if src.kind == "camera"
@@ -343,8 +335,6 @@ def _run_stream(predictor, src: Source, writer: RunWriter, opts: PredictOptions,
 
 
 def _open_video_writer(run_dir: Path, stem: str, fps: float, w: int, h: int):
-    import cv2
-
     for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
         path = run_dir / f"{stem}{suffix}"
         vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (w, h))

@@ -1,7 +1,7 @@
 """Check a data set without training: the same validation report training prints, plus statistics.
 
-    python -m utils.check_dataset --data configs/voc.yaml
-    python -m utils.check_dataset --data path/to/VOCdevkit --deep     # also decode every image
+    python -m utils.data.check_dataset --data configs/voc.yaml
+    python -m utils.data.check_dataset --data path/to/VOCdevkit --deep     # also decode every image
 
 Exit status: 0 when every split has usable samples, 1 when one has none, 2 when --data is unusable.
 """

@@ -7,14 +7,11 @@ block is a module holding a Sequential called `upsample`, so their `upsample.ups
 `fc.0`/`fc.2`, CBAM `channelattention.fc1/fc2` + `spatialattention.conv1`, ECA `conv`, CA
 `conv_1x1`/`bn`/`F_h`/`F_w`) already have their parameter names and shapes here.
 
-    python -m nets.reference --weights yolov4_tiny_weights_voc.pth --out model.pt
+Converting files on the command line: `python -m nets.weights.convert` (see there).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 
@@ -108,27 +105,3 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> dict:
     phi = resolve_attention(infer_attention(state))
     return {"num_classes": w.shape[0] // 3 - 5, "phi": phi, "attention_sites": sites if phi != "none" else
             ["feat1", "feat2", "upsample"]}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nets.reference",
-                                description="Convert a reference-repository yolov4-tiny .pth to a project checkpoint.")
-    p.add_argument("--weights", required=True, help="state dict .pth (e.g. yolov4_tiny_weights_coco.pth)")
-    p.add_argument("--out", required=True, help="project checkpoint to write (.pt)")
-    p.add_argument("--classes", default=None, help="class-names file (default: COCO for 80, VOC for 20)")
-    a = p.parse_args(argv)
-    from nets.darknet import class_names_for
-    from nets.loader import load_model, save_model_checkpoint
-    try:
-        model = load_model(a.weights)
-        model.class_names = class_names_for(a.classes, model.num_classes)
-        save_model_checkpoint(model, a.out, source=f"reference:{Path(a.weights).name}")
-    except (OSError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {a.out}: phi {model.phi}, {model.num_classes} classes, from {a.weights}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

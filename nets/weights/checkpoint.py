@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from nets.yolo import ATTENTION_SITES, YoloBody
+
 VERSION = 1
 
 
@@ -79,3 +81,41 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def is_project_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "model_cfg" in obj and "model" in obj
+
+
+def build_from_model_cfg(model_cfg: dict) -> YoloBody:
+    model = YoloBody(
+        int(model_cfg["num_classes"]),
+        model_cfg.get("phi", 0),
+        model_cfg.get("attention_sites", ATTENTION_SITES),
+        anchors=model_cfg.get("anchors"),
+        scale_x_y=float(model_cfg.get("scale_x_y", 1.0)),  # checkpoints written before it existed decode with 1.0
+    )
+    if model_cfg.get("masks"):
+        model.masks = [list(map(int, m)) for m in model_cfg["masks"]]
+    model.class_names = list(model_cfg.get("class_names") or [str(i) for i in range(model.num_classes)])
+    model.img_size = int(model_cfg.get("img_size", 416))
+    return model
+
+
+def model_cfg_of(model: YoloBody, class_names: list[str] | None = None, img_size: int | None = None) -> dict:
+    """The plain-data description of `model` that a checkpoint stores next to its weights."""
+    return {
+        "phi": model.phi,
+        "num_classes": model.num_classes,
+        "class_names": list(class_names or getattr(model, "class_names", [str(i) for i in range(model.num_classes)])),
+        "anchors": model.anchors.cpu().tolist(),
+        "masks": [list(m) for m in model.masks],
+        "img_size": int(img_size or getattr(model, "img_size", 416)),
+        "attention_sites": list(model.attention_sites),
+        "scale_x_y": float(model.scale_x_y),
+    }
+
+
+def save_model_checkpoint(model: YoloBody, path: str | Path, source: str | None = None) -> None:
+    """A project checkpoint of `model` alone (no training state): what the converters write."""
+    obj: dict[str, Any] = {"version": VERSION, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                           "ema": None, "model_cfg": model_cfg_of(model), "train": None, "epoch": 0}
+    if source:
+        obj["source"] = str(source)
+    save_checkpoint(path, obj)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.plots import read_results  # noqa: E402
+from utils.viz.plots import read_results  # noqa: E402
 
 COLUMNS = ["variant", "params", "gflops", "cpu_ms", "gpu_ms", "mAP50", "mAP50_std", "mAP50-95", "mAP50-95_std",
            "seeds_done", "failures"]

@@ -18,12 +18,25 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from nets.attention import resolve_attention
+from nets.fuse import fuse_conv_bn
+from nets.summary import count_flops, count_parameters
+from nets.weights.loader import load_model
 from nets.yolo import ATTENTION_SITES
+from utils.ablation.report import plot_curves, plot_map_vs_latency, write_tables
 from utils.config import Config
+from utils.data import load_data_spec, load_image, load_records
+from utils.device import select_device
+from utils.engine.timing import interleaved
+from utils.engine.trainer import Trainer, TrainingDiverged
+from utils.eval.evaluate import evaluate_model
+from utils.infer.predictor import Predictor
+from utils.viz.attention_maps import detect_with_maps, overlay_panels
+from utils.viz.draw import draw_detections, grid, text_panel, tile
 
 STATE_FILE = "state.json"
 ATTENTION_IMAGES = 4  # val images drawn in attention/, the same for every variant
@@ -56,9 +69,6 @@ def measure_latencies(models: dict[str, torch.nn.Module], img_size: int, device:
     One call of each model in turn (order rotated every round), so that load from other processes or a
     slow first minute hits every variant alike instead of whichever happened to be timed then.
     """
-    from utils.fuse import fuse_conv_bn
-    from utils.timing import interleaved
-
     fused = {k: fuse_conv_bn(m, inplace=False).to(device).eval() for k, m in models.items()}
     x = torch.rand(1, 3, img_size, img_size, device=device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -102,8 +112,6 @@ class Ablation:
 
     # ------------------------------------------------------------------ training
     def train_all(self) -> None:
-        from utils.trainer import Trainer, TrainingDiverged
-
         self.dir.mkdir(parents=True, exist_ok=True)
         for i, (variant, seed) in enumerate(self.jobs()):
             if i % self.world_size != self.rank:  # spread over GPUs under torchrun: one job per rank
@@ -135,12 +143,6 @@ class Ablation:
 
     # ------------------------------------------------------------------ evaluation and report
     def evaluate_all(self) -> list[dict]:
-        from nets.loader import load_model
-        from nets.summary import count_flops, count_parameters
-        from utils.data import load_data_spec, load_records
-        from utils.evaluate import evaluate_model
-        from utils.torch_utils import select_device
-
         cfg = self.cfg
         device = select_device(cfg.device)
         spec = load_data_spec(cfg.data)
@@ -183,8 +185,6 @@ class Ablation:
         return rows
 
     def write_report(self, rows: list[dict]) -> None:
-        from utils.ablation_report import plot_curves, plot_map_vs_latency, write_tables
-
         write_tables(rows, self.dir)
         plot_map_vs_latency(rows, self.dir / "map_vs_latency.png")
         plot_curves({v: [self.dir / "runs" / self.run_name(v, s) / "results.csv" for s in self.seeds]
@@ -207,17 +207,11 @@ class Ablation:
 
     def write_attention(self) -> list[Path]:
         """attention/<image stem>.jpg: per val image one grid, a row per variant (its first seed's best.pt):
-        the image with the variant's detections, then one map per attention site (see utils/attention_maps.py).
+        the image with the variant's detections, then one map per attention site (see utils/viz/attention_maps.py).
 
         Rewritten on every report (a resumed ablation regenerates it); a variant without weights, or one
         that cannot run, is a row saying why.
         """
-        import cv2
-
-        from utils.data import load_data_spec, load_image, load_records
-        from utils.draw import grid, text_panel
-        from utils.torch_utils import select_device
-
         if self.attention_images <= 0:
             return []
         if self._val is None:
@@ -275,13 +269,6 @@ class Ablation:
     def _attention_rows(self, weights: Path, images: list[np.ndarray], names: list[str],
                         device: torch.device) -> list[np.ndarray]:
         """One grid row per image: the image with this model's detections, then its map per site."""
-        import cv2
-
-        from nets.loader import load_model
-        from utils.attention_maps import detect_with_maps, overlay_panels
-        from utils.draw import draw_detections, tile
-        from utils.predictor import Predictor
-
         model = load_model(weights, device=device)
         pred = Predictor(model, img_size=self.cfg.img_size, class_names=names, conf_thres=DRAW_CONF,
                          iou_thres=DRAW_IOU, device=device)

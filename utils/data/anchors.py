@@ -1,7 +1,7 @@
 """Anchors for a data set: k-means on box sizes with 1 - IoU as the distance, refined by a small
 genetic search, compared with the current anchors by best-possible recall and mean IoU.
 
-    python -m utils.anchors --data configs/voc.yaml --img 416
+    python -m utils.data.anchors --data configs/voc.yaml --img 416
     python train.py --phi 3 --data configs/voc.yaml --anchors model_data/voc_anchors_416.txt
 
 Box sizes are taken as the network sees them after letterboxing to --img (long side = img).
@@ -19,8 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-USED = (1, 2, 3, 4, 5)  # anchor indices the two heads use
+from nets.assets import ANCHOR_MASKS, DEFAULT_ANCHORS, MODEL_DATA, read_anchors
+from utils.data.letterbox import letterbox_params
+from utils.data.load import load_records
+from utils.data.records import DataError
+from utils.data.spec import load_data_spec
+
+USED = tuple(sorted({i for mask in ANCHOR_MASKS for i in mask}))  # anchor indices the two heads use (1-5)
 
 
 def head_anchors(anchors: np.ndarray) -> np.ndarray:
@@ -92,8 +97,6 @@ def compute_anchors(wh: np.ndarray, k: int = 6, seed: int = 0, restarts: int = 5
 
 def box_sizes(records, img_size: int) -> np.ndarray:
     """(N, 2) training-box sizes after letterboxing to img_size (no difficult/crowd, >= 2 px)."""
-    from utils.data.letterbox import letterbox_params
-
     wh, scale = [], []
     for r in records:
         b = r.boxes[r.train_mask]
@@ -126,7 +129,7 @@ def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed
         log(f"anchors: {fit}")
         return anchors.astype(np.float32)
     if not refit:
-        log(f"anchors: only {fit} at {img_size} px; fit new ones with `python -m utils.anchors --data {data} "
+        log(f"anchors: only {fit} at {img_size} px; fit new ones with `python -m utils.data.anchors --data {data} "
             f"--img {img_size}` and train with --anchors FILE, or let training do it: --autoanchor true")
         return anchors.astype(np.float32)
     new = compute_anchors(wh, len(anchors), seed=seed)
@@ -140,13 +143,11 @@ def check_anchors(records, anchors: np.ndarray, img_size: int, refit: bool, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    from utils.data import DataError, load_data_spec, load_records
-
     ap = argparse.ArgumentParser(description="k-means (1 - IoU) anchors for a data set.")
     ap.add_argument("--data", default="synthetic", help="data YAML, data-set folder, COCO json, or 'synthetic'")
     ap.add_argument("--img", "--img-size", dest="img", type=int, default=416, help="network input size")
     ap.add_argument("--n", type=int, default=6, help="number of anchors (YOLOv4-tiny: 6)")
-    ap.add_argument("--anchors", default=str(ROOT / "model_data" / "yolo_anchors.txt"), help="current anchors")
+    ap.add_argument("--anchors", default=str(DEFAULT_ANCHORS), help="current anchors")
     ap.add_argument("--out", default="", help="anchors file to write (default model_data/<data>_anchors_<img>.txt)")
     ap.add_argument("--thr", type=float, default=0.25, help="IoU a box's best anchor must exceed to count in BPR")
     ap.add_argument("--generations", type=int, default=1000, help="genetic refinement steps (0: k-means only)")
@@ -166,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     new = compute_anchors(wh, args.n, args.seed, generations=args.generations)
     rows = [("new", new)]
     try:
-        from utils.assets import read_anchors
 
         rows.insert(0, ("current", read_anchors(args.anchors).astype(np.float64)))
     except (OSError, ValueError, ImportError) as e:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{m_all['mean_iou']:.4f} | used by the heads ({len(used)}): BPR {m_used['bpr']:.4f}  "
               f"mean IoU {m_used['mean_iou']:.4f}")
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(str(spec.source)).stem or "data").strip("_") or "data"
-    out = Path(args.out) if args.out else ROOT / "model_data" / f"{stem}_anchors_{args.img}.txt"
+    out = Path(args.out) if args.out else MODEL_DATA / f"{stem}_anchors_{args.img}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(format_anchors(new) + "\n")
     print(f"wrote {out}  (train with --anchors {out})")

@@ -1,4 +1,4 @@
-"""Small torch helpers: device choice, seeding, EMA of weights, unwrapping DDP."""
+"""Small torch helpers of the training loop: seeding, RNG state, EMA of weights, unwrapping DDP."""
 from __future__ import annotations
 
 import copy
@@ -9,21 +9,6 @@ import random
 import numpy as np
 import torch
 from torch import nn
-
-
-def select_device(device: str = "") -> torch.device:
-    """'' -> cuda (this process's LOCAL_RANK under torchrun) when available, else cpu."""
-    device = (device or "").strip().lower()
-    if device in ("", "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.isdigit():
-        device = f"cuda:{device}"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' asked for, but torch sees no CUDA GPU; use --device cpu")
-        if device == "cuda" and "LOCAL_RANK" in os.environ:
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return torch.device(device)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -12,7 +12,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from utils.assets import STRIDES
+from nets.assets import STRIDES
 
 STRIDE = max(STRIDES)  # every input side is a multiple of the largest stride
 

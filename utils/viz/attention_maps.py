@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from torch import nn
 
 from nets.attention import AttentionBlock
 from nets.yolo import ATTENTION_SITES
+from utils.viz.draw import map_to_image, overlay_heatmap
 
 # site -> (module whose output is the site's feature when no block sits there, index into its output)
 FEATURE_SOURCES: dict[str, tuple[str, int | None]] = {"feat1": ("backbone", 0), "feat2": ("backbone", 1),
@@ -37,7 +39,6 @@ _UNSET = object()
 @dataclass
 class SiteMap:
     """One site over a batch: `energy` (B, h, w) always, `gate` (B, h, w) where the block has a spatial gate."""
-
     site: str
     block: str  # the block's name ("cbam", "se", ...), "none" where the site has no block
     energy: torch.Tensor
@@ -173,10 +174,6 @@ def overlay_panels(img: np.ndarray, info: Any, maps: dict[str, SiteMap], index: 
 
     `info` says how `img` was letterboxed (LetterboxInfo); `display` (h, w) resizes the panels.
     """
-    import cv2
-
-    from utils.draw import map_to_image, overlay_heatmap
-
     size = info.input_shape or tuple(maps[next(iter(maps))].drawn.shape[-2:])
     base = img if display is None else cv2.resize(img, (display[1], display[0]), interpolation=cv2.INTER_AREA)
     panels, titles = [], []

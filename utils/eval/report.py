@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from utils.metrics import CocoMetrics, VocMetrics
+from utils.eval.metrics import CocoMetrics, VocMetrics
 
 COCO_JSON_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 VOC_JSON_KEYS = ("mAP", "mAP07")

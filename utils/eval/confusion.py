@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from utils.metrics import DetTable, GtTable, tables_from_lists
+from utils.eval.metrics import DetTable, GtTable, tables_from_lists
+from utils.eval.report import save_json
 
 BACKGROUND = "background"
 
@@ -35,7 +36,6 @@ BACKGROUND = "background"
 @dataclass
 class ConfusionMatrix:
     """Counts (rows predicted, columns true, background last) and the thresholds that made them."""
-
     matrix: np.ndarray  # (nc + 1, nc + 1) int64
     class_names: list[str]
     conf: float
@@ -90,7 +90,7 @@ def resolve_matches(gt_idx: np.ndarray, det_idx: np.ndarray, iou: np.ndarray) ->
 
 def confusion_counts(dets: DetTable, gts: GtTable, num_classes: int, conf: float = 0.25,
                      iou: float = 0.45) -> np.ndarray:
-    """The (nc + 1, nc + 1) int64 matrix of `dets` against `gts` (the tables of utils/metrics.py).
+    """The (nc + 1, nc + 1) int64 matrix of `dets` against `gts` (the tables of utils/eval/metrics.py).
     Candidate pairs are found image by image; the matching then runs once over all of them."""
     from torchvision.ops import box_convert, box_iou  # here, not at the top: ~2 s to import, only needed when counting
 
@@ -189,8 +189,6 @@ def plot_confusion_matrix(cm: ConfusionMatrix, path: str | Path) -> Path:
 
 def save_confusion(out_dir: str | Path, cm: ConfusionMatrix, plot: bool = True) -> list[Path]:
     """Write confusion_matrix.json (and confusion_matrix.png unless plot=False) into out_dir."""
-    from utils.eval_report import save_json
-
     out_dir = Path(out_dir)
     written = [save_json(out_dir / "confusion_matrix.json", cm.as_dict())]
     if plot:

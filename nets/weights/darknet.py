@@ -9,12 +9,10 @@ layer, so the layout is the cfg below, kept in one table (`layers`) that both th
 the weights reader walk. Partial files such as `yolov4-tiny.conv.29` (`darknet partial ... 29`)
 hold the first convs only.
 
-    python -m nets.darknet --weights yolov4-tiny.weights --out model.pt [--classes 80] [--cfg X.cfg]
-    python -m nets.darknet --weights runs/train/exp/weights/best.pt --out model.weights   # export
+Converting files on the command line: `python -m nets.weights.convert` (see there).
 """
 from __future__ import annotations
 
-import argparse
 import re
 import struct
 import sys
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.assets import ANCHOR_MASKS, MODEL_DATA, read_anchors
+from nets.assets import ANCHOR_MASKS, MODEL_DATA, read_anchors
 
 BUILTIN_CFG = MODEL_DATA / "yolov4-tiny.cfg"
 HEADER_VERSION = (0, 2, 5)  # what Darknet writes today: seen is int64
@@ -110,7 +108,7 @@ def make_cfg(num_classes: int = 80, anchors: np.ndarray | None = None,
                    "decay": 0.0005, "angle": 0, "saturation": 1.5, "exposure": 1.5, "hue": ".1",
                    "learning_rate": 0.00261, "burn_in": 1000, "max_batches": 500200, "policy": "steps",
                    "steps": "400000,450000", "scales": ".1,.1"})
-    text = [f"# yolov4-tiny, {num_classes} classes (written by nets/darknet.py)\n"]
+    text = [f"# yolov4-tiny, {num_classes} classes (written by nets/weights/darknet.py)\n"]
     for name, opts in [net, *layers(num_classes, anchors, masks, img_size, scale_x_y)]:
         text.append(f"[{name}]\n" + "".join(f"{k}={v}\n" for k, v in opts.items()) + "\n")
     return "".join(text)
@@ -264,7 +262,6 @@ def _shapes(conv: ConvLayer) -> list[tuple[int, ...]]:
 @dataclass
 class DarknetWeights:
     """What a .weights file holds, as project state-dict entries."""
-
     path: Path
     version: tuple[int, int, int]
     seen: int
@@ -437,66 +434,3 @@ def is_darknet_file(path: str | Path) -> bool:
         return False
     major, minor, revision = struct.unpack("<3i", head)
     return major == 0 and 0 < minor <= 2 and 0 <= revision < 1000
-
-
-# ----------------------------------------------------------------------------- CLI
-def class_names_for(spec: str | None, num_classes: int) -> list[str]:
-    """Names from a class-names file (checked against the count), else COCO for 80, VOC for 20,
-    numbers otherwise: imported weights rarely come with their names."""
-    from utils.assets import read_classes
-    if spec and not spec.isdigit():
-        names = read_classes(spec)
-        if len(names) != num_classes:
-            raise DarknetError(f"{spec}: {len(names)} class names, but the weights have {num_classes} classes")
-        return names
-    for f in (MODEL_DATA / "coco_classes.txt", MODEL_DATA / "voc_classes.txt"):
-        if f.is_file() and len(read_classes(f)) == num_classes:
-            return read_classes(f)
-    return [str(i) for i in range(num_classes)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nets.darknet", description=(
-        "Convert Darknet yolov4-tiny weights to a project checkpoint (--out *.pt), or a project "
-        "checkpoint to Darknet (--out *.weights, writes the .cfg next to it)."))
-    p.add_argument("--weights", required=True, help="Darknet .weights, or a project checkpoint .pt to export")
-    p.add_argument("--out", required=True, help="*.pt (import) or *.weights (export)")
-    p.add_argument("--cfg", default=None, help="Darknet cfg of the weights (default: built-in yolov4-tiny layout)")
-    p.add_argument("--classes", default=None,
-                   help="class count or a class-names file (checked against the weights); default: "
-                        "COCO names for 80 classes, VOC for 20, numbers otherwise")
-    p.add_argument("--img-size", type=int, default=None, help="input size stored with the model (default: cfg width)")
-    a = p.parse_args(argv)
-    from nets.loader import load_model, save_model_checkpoint
-    try:
-        if a.out.lower().endswith(".weights"):
-            model = load_model(a.weights)
-            cfg_path = export_darknet(model, a.out, img_size=a.img_size)
-            print(f"wrote {a.out} and {cfg_path} ({model.num_classes} classes); "
-                  f"OpenCV: cv2.dnn.readNetFromDarknet('{cfg_path}', '{a.out}')")
-            return 0
-        dw = read_weights(a.weights, a.cfg)
-        if dw.num_classes is None:
-            raise DarknetError(f"{a.weights}: {dw.notes[0]}; it has no heads, so it cannot become a model "
-                               f"for predict.py. Start training from it: python train.py --weights {a.weights}")
-        if a.classes and a.classes.isdigit() and int(a.classes) != dw.num_classes:
-            raise DarknetError(f"{a.weights}: holds {dw.num_classes} classes, --classes says {a.classes}; "
-                               f"to train for {a.classes} classes use: python train.py --weights {a.weights}")
-        for note in dw.notes:
-            print(f"note: {note}", file=sys.stderr)
-        model = load_model(a.weights, cfg=a.cfg)
-        model.class_names = class_names_for(a.classes, model.num_classes)
-        if a.img_size:
-            model.img_size = a.img_size
-        save_model_checkpoint(model, a.out, source=f"darknet:{Path(a.weights).name} seen={dw.seen}")
-        print(f"wrote {a.out}: yolov4-tiny, {model.num_classes} classes, img_size {model.img_size}, "
-              f"scale_x_y {model.scale_x_y:g}, "
-              f"from {a.weights} (Darknet {'.'.join(map(str, dw.version))}, seen {dw.seen})")
-        return 0
-    except (DarknetError, OSError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

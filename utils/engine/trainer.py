@@ -13,27 +13,34 @@ import contextlib
 import csv
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile, schedule
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from nets.assets import read_anchors
 from nets.loss import YoloLoss, init_head_biases
-from nets.loader import model_cfg_of
+from nets.weights.checkpoint import CheckpointError, load_checkpoint, model_cfg_of, save_checkpoint
+from nets.weights.loader import load_pretrained
 from nets.yolo import YoloBody
-from utils.anchors import check_anchors
-from utils.assets import read_anchors
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
-from utils.distributed import DistInfo, broadcast_object, cleanup, init_distributed
-from utils.multiscale import input_size_at, rescale_batch
-from utils.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
-from utils.runs import increment_dir
-from utils.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, select_device, set_rng_state
+from utils.data import TrainDataset, load_data_spec, load_records, train_collate
+from utils.data.anchors import check_anchors
+from utils.device import select_device
+from utils.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed
+from utils.engine.multiscale import input_size_at, rescale_batch
+from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
+from utils.engine.runs import increment_dir
+from utils.engine.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, set_rng_state
+from utils.eval.evaluate import evaluate_model
+from utils.viz.plots import plot_labels, plot_results, plot_train_batch
 
 CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
 PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
@@ -52,7 +59,6 @@ def accumulation_group(i: int, nb: int, accumulate: int) -> tuple[int, bool]:
 
 def cpp_compiler() -> str | None:
     """The C++ compiler torch.compile's CPU backend would call ($CXX, else the usual names on PATH)."""
-    import shutil
     return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "clang++", "c++", "cl"))), None)
 
 
@@ -102,8 +108,6 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- set-up
     def setup_data(self) -> None:
-        from utils.data import TrainDataset, load_data_spec, load_records, train_collate
-
         cfg = self.cfg
         self.spec = load_data_spec(cfg.data)
         self.class_names = list(self.spec.names)
@@ -116,7 +120,7 @@ class Trainer:
                     self.log(summary)
         if not self.train_records:
             raise ValueError(f"data '{cfg.data}': the train split has no usable image; "
-                             "run `python -m utils.check_dataset --data ...` to see why")
+                             "run `python -m utils.data.check_dataset --data ...` to see why")
         self.train_set = TrainDataset(self.train_records, cfg.img_size, cfg, seed=cfg.seed)
         per_rank = max(1, cfg.batch_size // self.dist.world_size)
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
@@ -139,7 +143,6 @@ class Trainer:
         model.class_names, model.img_size = self.class_names, cfg.img_size
         init_head_biases(model, model.num_classes, img_size=cfg.img_size)
         if cfg.weights and not self.resume_ckpt:
-            from nets.loader import load_pretrained
             load_pretrained(model, resolve_path(cfg.weights), log=self.log if self.is_main else lambda *a: None)
         model.to(self.device)
         if cfg.channels_last:
@@ -223,10 +226,8 @@ class Trainer:
             self.log(format_config(cfg))
             self.log(f"{len(self.train_records)} train / {len(self.val_records)} val images, "
                      f"{len(self.class_names)} classes, device {self.device}, world size {self.dist.world_size}")
-            from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(self.save_dir))
             if cfg.plots and not self.resume_ckpt:
-                from utils.plots import plot_labels
                 recs = self.train_records
                 plot_labels([r.boxes for r in recs], [(r.width, r.height) for r in recs], [r.classes for r in recs],
                             self.class_names, self.save_dir / "labels.png")
@@ -274,7 +275,6 @@ class Trainer:
         if self.is_main:
             writer.close()
             if cfg.plots:
-                from utils.plots import plot_results
                 plot_results(self.save_dir / "results.csv")
             self.log(f"done in {self.elapsed() / 60:.1f} min; weights in {self.weights_dir}")
         cleanup(self.dist)
@@ -316,7 +316,6 @@ class Trainer:
             set_learning_rates(self.optimizer, self.base_lr, lr_factor(epoch + i / nb, self.epochs, cfg.scheduler, cfg.lrf),
                                it, warmup_iters, cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
             if cfg.plots and self.is_main and epoch == 0 and i < PREVIEW_BATCHES:
-                from utils.plots import plot_train_batch
                 plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
             size = input_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
             group, step_now = accumulation_group(i, nb, cfg.accumulate)
@@ -331,7 +330,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
                         f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
-                        f"`python -m utils.check_dataset --data {cfg.data}`")
+                        f"`python -m utils.data.check_dataset --data {cfg.data}`")
                 self.backward(loss / group)  # the group's mean: as one batch `group` times as large
             if step_now:
                 self.step()
@@ -382,8 +381,6 @@ class Trainer:
 
     def start_profiler(self):
         """torch.profiler over a few training steps (after `PROFILE_STEPS[0]` warm-up steps)."""
-        from torch.profiler import ProfilerActivity, profile, schedule
-
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
         wait, active = PROFILE_STEPS[0], PROFILE_STEPS[1] - PROFILE_STEPS[0]
         prof = profile(activities=activities, schedule=schedule(wait=wait - 1, warmup=1, active=active, repeat=1),
@@ -404,8 +401,6 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, plots: bool = False) -> dict:
         """mAP of the EMA model on the val split; `plots`: also its PR curve and confusion matrix in the run."""
-        from utils.evaluate import evaluate_model
-
         cfg = self.cfg
         model = self.ema.ema if self.ema is not None else de_parallel(self.train_model)
         if not self.val_records:

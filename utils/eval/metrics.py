@@ -48,7 +48,6 @@ _VOC_EPS = float(np.finfo(np.float64).eps)  # voc_eval.py's precision denominato
 @dataclass
 class DetTable:
     """All detections of a data set, flat. boxes are xywh float64 (COCO's own form)."""
-
     image: torch.Tensor  # (N,) int64 index of the image, 0..I-1
     boxes: torch.Tensor  # (N, 4) float64 x, y, w, h
     scores: torch.Tensor  # (N,) float64
@@ -61,7 +60,6 @@ class DetTable:
 @dataclass
 class GtTable:
     """All ground-truth boxes of a data set, flat. boxes are xywh float64."""
-
     image: torch.Tensor  # (M,) int64
     boxes: torch.Tensor  # (M, 4) float64 x, y, w, h
     labels: torch.Tensor  # (M,) int64
@@ -290,7 +288,6 @@ def _pr_at_recall(tp: torch.Tensor, fp: torch.Tensor, cls: torch.Tensor, npig: t
 @dataclass
 class CocoMetrics:
     """COCO summary (fractions; -1 = no ground truth), per-class AP@[.5:.95] and the raw arrays."""
-
     stats: dict[str, float]
     per_class: list[float]
     precision: np.ndarray  # (T, R, K, A, M) as COCOeval.eval["precision"]
@@ -491,7 +488,6 @@ def coco_metrics(preds: Sequence[Mapping[str, torch.Tensor]], gts: Sequence[Mapp
 class VocMetrics:
     """VOC numbers per class (-1 = no non-difficult ground truth) and their means over classes
     that have ground truth; precision/recall/F1 at score_thr; raw PR curves for plots."""
-
     mAP: float  # VOC2010+ all-point
     mAP07: float  # VOC2007 11-point
     ap: list[float]

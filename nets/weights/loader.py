@@ -19,50 +19,14 @@ from typing import Any
 
 import torch
 
+from nets.assets import class_names_for
 from nets.attention import resolve_attention
+from nets.weights import darknet, reference
+from nets.weights.checkpoint import CheckpointError, build_from_model_cfg, is_project_checkpoint, load_checkpoint
 from nets.yolo import ATTENTION_SITES, YoloBody
-from utils.checkpoint import VERSION, CheckpointError, is_project_checkpoint, load_checkpoint, save_checkpoint
 
 HEAD_PREFIXES = ("yolo_headP5.1.", "yolo_headP4.1.")
 ATT_PREFIXES = tuple(f"{s}_att." for s in ATTENTION_SITES)
-
-
-def build_from_model_cfg(model_cfg: dict) -> YoloBody:
-    model = YoloBody(
-        int(model_cfg["num_classes"]),
-        model_cfg.get("phi", 0),
-        model_cfg.get("attention_sites", ATTENTION_SITES),
-        anchors=model_cfg.get("anchors"),
-        scale_x_y=float(model_cfg.get("scale_x_y", 1.0)),  # checkpoints written before it existed decode with 1.0
-    )
-    if model_cfg.get("masks"):
-        model.masks = [list(map(int, m)) for m in model_cfg["masks"]]
-    model.class_names = list(model_cfg.get("class_names") or [str(i) for i in range(model.num_classes)])
-    model.img_size = int(model_cfg.get("img_size", 416))
-    return model
-
-
-def model_cfg_of(model: YoloBody, class_names: list[str] | None = None, img_size: int | None = None) -> dict:
-    """The plain-data description of `model` that a checkpoint stores next to its weights."""
-    return {
-        "phi": model.phi,
-        "num_classes": model.num_classes,
-        "class_names": list(class_names or getattr(model, "class_names", [str(i) for i in range(model.num_classes)])),
-        "anchors": model.anchors.cpu().tolist(),
-        "masks": [list(m) for m in model.masks],
-        "img_size": int(img_size or getattr(model, "img_size", 416)),
-        "attention_sites": list(model.attention_sites),
-        "scale_x_y": float(model.scale_x_y),
-    }
-
-
-def save_model_checkpoint(model: YoloBody, path: str | Path, source: str | None = None) -> None:
-    """A project checkpoint of `model` alone (no training state): what the converters write."""
-    obj: dict[str, Any] = {"version": VERSION, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                           "ema": None, "model_cfg": model_cfg_of(model), "train": None, "epoch": 0}
-    if source:
-        obj["source"] = str(source)
-    save_checkpoint(path, obj)
 
 
 def _describe(obj: Any) -> str:
@@ -75,8 +39,6 @@ def _describe(obj: Any) -> str:
 # ----------------------------------------------------------------------------- read any file
 def _read(path: Path, cfg: str | Path | None = None) -> dict[str, Any]:
     """Normalise any supported file to {"kind", "state", "model_cfg", "info"} with project keys."""
-    from nets import darknet, reference
-
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}")
     if path.suffix.lower() == ".cfg":
@@ -113,11 +75,6 @@ def _read(path: Path, cfg: str | Path | None = None) -> dict[str, Any]:
                           "'model_cfg'), a yolov4-tiny state dict, or Darknet .weights")
 
 
-def _default_names(n: int) -> list[str]:
-    from nets.darknet import class_names_for
-    return class_names_for(None, n)
-
-
 def load_model(path: str | Path, num_classes: int | None = None, phi: int | str | None = None,
                use_ema: bool = True, device: str | torch.device = "cpu", cfg: str | Path | None = None) -> YoloBody:
     """An eval-mode network from a project checkpoint (EMA weights when present), Darknet weights
@@ -149,8 +106,8 @@ def load_model(path: str | Path, num_classes: int | None = None, phi: int | str 
     else:
         state = src["state"]
     try:
-        model = build_from_model_cfg(mc if "class_names" in mc else {**mc, "class_names": _default_names(
-            int(mc["num_classes"]))})
+        model = build_from_model_cfg(mc if "class_names" in mc else {**mc, "class_names": class_names_for(
+            None, int(mc["num_classes"]))})
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: its model config {mc} does not build a network: {e}") from None
     try:

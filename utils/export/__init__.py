@@ -1,0 +1,1 @@
+"""Deployment formats written from a trained checkpoint (ONNX today)."""
