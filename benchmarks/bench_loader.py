@@ -18,19 +18,20 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from utils.data import TrainDataset, load_data_spec, load_records, make_loader  # noqa: E402
+from utils.config import Config, load_config  # noqa: E402
+from utils.data import TrainDataset, build_loader, load_data_spec, load_records  # noqa: E402
 
 
-def bench_loader(records, img: int, workers: int, batch: int, batches: int, hyp, warmup: int = 3) -> dict:
-    ds = TrainDataset(records, img, hyp, seed=0)
-    loader = make_loader(ds, batch, workers=workers, shuffle=True, seed=0, drop_last=True)
+def bench_loader(records, img: int, workers: int, batch: int, batches: int, cfg: Config, warmup: int = 3) -> dict:
+    """The trainer's own data set and DataLoader (utils.data.build_loader), timed alone."""
+    ds = TrainDataset(records, img, cfg, seed=0)
+    loader = build_loader(ds, batch, workers, seed=0)
     need = warmup + batches
     n_img, t0, done = 0, None, 0
     while done < need:
@@ -65,19 +66,13 @@ def bench_model(num_classes: int, img: int, batch: int, steps: int, phi: str) ->
     return {"images_per_s": round(steps * batch / dt, 2), "s_per_batch": round(dt / steps, 3), "phi": phi}
 
 
-def default_hyp(mosaic: float = 1.0, mixup: float = 0.0) -> SimpleNamespace:
-    """The augmentation settings of configs/default.yaml (mosaic and mixup as given)."""
-    return SimpleNamespace(mosaic=mosaic, mixup=mixup, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4,
-                           fliplr=0.5)
-
-
 def measure(data: str = "synthetic", img: int = 416, workers: int = 2, batch: int = 16, batches: int = 30,
             runs: int = 1, mosaic: float = 1.0, mixup: float = 0.0, records=None) -> dict:
     """Loader images/s over `runs` repeats (each: a fresh loader, 3 warm-up batches, `batches` timed)."""
     if records is None:
         records, _ = load_records(load_data_spec(data), "train")
-    hyp = default_hyp(mosaic, mixup)
-    samples = [bench_loader(records, img, workers, batch, batches, hyp) for _ in range(max(1, runs))]
+    cfg = load_config(overrides={"mosaic": mosaic, "mixup": mixup})  # configs/default.yaml's augmentation
+    samples = [bench_loader(records, img, workers, batch, batches, cfg) for _ in range(max(1, runs))]
     ips = sorted(r["images_per_s"] for r in samples)
     med = statistics.median(ips)
     return {"images_per_s": round(med, 1), "min": ips[0], "max": ips[-1], "runs": len(ips),

@@ -8,8 +8,8 @@ by side with bubbliiiing/yolov4-tiny-pytorch's own loop; prints one JSON documen
 Modes: `step` feeds one fixed batch (the loader's first: mosaic, real targets) again and again to model +
 loss + backward + optimizer (+ EMA, grad clip, AMP): the compute alone. `loop` feeds the same step from the
 real DataLoader (mosaic, --workers processes): what a user sees. Our side is set up by utils.engine.trainer.Trainer
-itself (setup_data + setup_model: train.py's loader, model, loss, optimizer, EMA, scaler, autocast dtype);
-`train_step` repeats the body of Trainer.train_one_epoch (less the lr schedule and the progress bar).
+itself (setup_data + setup_model: train.py's loader, model, loss, optimizer, EMA, scaler, autocast dtype) and
+each step is Trainer.train_step, the body of Trainer.train_one_epoch (less the lr schedule and the progress bar).
 
 `--reference-dir DIR` (a checkout of bubbliiiing/yolov4-tiny-pytorch; nothing of it is in this project):
 a driver generated here runs in a child process, DIR first on sys.path. It builds what their train.py
@@ -104,9 +104,7 @@ def build_trainer(args: argparse.Namespace, project: str) -> Trainer:
 
 def train_step(tr: Trainer, images: torch.Tensor, targets: torch.Tensor) -> int:
     """One optimisation step exactly as the trainer runs it (with its one host sync); returns the batch size."""
-    loss, items = tr.forward_loss(images, targets)
-    torch.cat([loss.detach().reshape(1), items]).tolist()
-    tr.optimizer_step(loss)
+    tr.train_step(images, targets)
     return images.shape[0]
 
 
@@ -114,7 +112,7 @@ def batches(tr: Trainer) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The trainer's loader over as many epochs as asked for, with its per-epoch calls."""
     epoch = 0
     while True:
-        tr.sampler.set_epoch(epoch)
+        tr.train_loader.sampler.set_epoch(epoch)
         tr.train_set.set_epoch(epoch)
         yield from tr.train_loader
         epoch += 1

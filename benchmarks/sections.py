@@ -375,7 +375,7 @@ def section_eval(cfg: dict, args: argparse.Namespace) -> dict:
 
     out = bench_metrics.measure(cfg["eval_sizes"], 20, cfg["eval_repeat"], args.device)
     out.pop("machine", None)
-    out["what"] = ("ours: utils/evaluate.score (COCO 12 stats + VOC), tables already loaded; pycocotools: "
+    out["what"] = ("ours: utils/eval/evaluate.score (COCO 12 stats + VOC), tables already loaded; pycocotools: "
                    "loadRes + evaluate + accumulate + summarize on the same files")
     return out
 

@@ -1,7 +1,7 @@
-"""The head geometry (anchor masks, strides) and readers for the text assets in `model_data/`.
+"""The head geometry (anchor masks, strides, box-centre scale) and readers for the text assets in `model_data/`.
 
 One definition each: the network, the loss, the decoder, the data pipeline and the exporters
-all take the anchors, masks and strides from here (or from a checkpoint that stored them).
+all take the anchors, masks, strides and scale_x_y from here (or from a checkpoint that stored them).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ DEFAULT_ANCHORS = MODEL_DATA / "yolo_anchors.txt"
 ANCHOR_MASKS = ((3, 4, 5), (1, 2, 3))  # yolov4-tiny.cfg: stride-32 head, stride-16 head
 STRIDES = (32, 16)  # input pixels per cell of each head, in the order of ANCHOR_MASKS
 MAX_STRIDE = max(STRIDES)  # every input side must be a multiple of it
+SCALE_X_Y = 1.0  # box-centre decoding s * sigmoid - (s - 1) / 2 (nets/decode.py); 1.0 = YOLOv3's plain sigmoid
 
 
 def read_anchors(path: str | Path = DEFAULT_ANCHORS) -> np.ndarray:

@@ -141,7 +141,9 @@ class CoordAtt(AttentionBlock):
     """Coordinate Attention (Hou et al. 2021): pool along W and along H, shared 1x1 conv + BN +
     non-linearity on the concatenation, then one sigmoid gate per direction.
 
-    ReLU as the non-linearity, as in the widely shared yolov4-tiny checkpoints.
+    Three departures from the paper's code, all to match the parameter layout of the widely shared
+    yolov4-tiny checkpoints: reduction r = 16 (the paper: 32, with at least 8 channels), ReLU
+    (the paper: h-swish) and 1x1 convs without bias (the paper's have one).
     """
 
     def __init__(self, channels: int, reduction: int = 16):

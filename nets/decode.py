@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 import torchvision
 
+from nets.assets import ANCHOR_MASKS, SCALE_X_Y, STRIDES
+
 # |tw| is clamped (as in nets/loss.py): exp(10) = 22026 x anchor is far beyond any image, so no real
 # prediction changes, but inf boxes (inf - inf = nan in NMS) cannot occur.
 MAX_LOG_WH = 10.0
@@ -49,7 +51,7 @@ def make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype = torch.f
 
 
 def decode_boxes(p: torch.Tensor, anchors: torch.Tensor, stride: float,
-                 max_log_wh: float | None = MAX_LOG_WH, scale_x_y: float = 1.0) -> torch.Tensor:
+                 max_log_wh: float | None = MAX_LOG_WH, scale_x_y: float = SCALE_X_Y) -> torch.Tensor:
     """Raw head (B, A, H, W, >=4) and its anchors (A, 2) in input pixels -> (B, A, H, W, 4) cx, cy, w, h.
 
     Differentiable, so the loss decodes with the very same formula.
@@ -70,8 +72,8 @@ def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
 
 
 def decode_outputs(outputs: Sequence[torch.Tensor], anchors: torch.Tensor,
-                   masks: Sequence[Sequence[int]] = ((3, 4, 5), (1, 2, 3)),
-                   strides: Sequence[int] = (32, 16), scale_x_y: float = 1.0) -> torch.Tensor:
+                   masks: Sequence[Sequence[int]] = ANCHOR_MASKS,
+                   strides: Sequence[int] = STRIDES, scale_x_y: float = SCALE_X_Y) -> torch.Tensor:
     """Both raw heads -> (B, N, 5 + C): [x1, y1, x2, y2] in network-input pixels, objectness, class probs.
 
     N = sum over heads of A*H*W, ordered head by head, then anchor, row, column.
@@ -160,15 +162,27 @@ def _class_mask(classes: Sequence[int], num_classes: int, device: torch.device) 
     return mask
 
 
+def resized_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(new_w, new_h) the letterbox resizes a width x height image to: one definition for both directions.
+
+    Rounding makes the scale actually applied differ per axis from `scale` (333 px * 0.3844 = 128.0 -> 128,
+    but 250 * 0.3844 = 96.1 -> 96), so `unletterbox` divides by new_w / w and new_h / h, not by `scale`.
+    """
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def unletterbox(boxes: torch.Tensor, scale: float, pad: Sequence[float], shape: Sequence[int]) -> torch.Tensor:
     """Network-input xyxy -> original-image xyxy, clipped to the image. shape is (h, w) of the original.
 
-    Inverse of `utils.data.letterbox.letterbox`: x_orig = (x - pad_x) / scale.
+    Inverse of `utils.data.letterbox.letterbox`: x_orig = (x - pad_x) * w / new_w, y likewise with h / new_h,
+    where (new_w, new_h) = resized_size(w, h, scale) is the size the image was really resized to.
     """
     pad_x, pad_y = float(pad[0]), float(pad[1])
     h, w = int(shape[0]), int(shape[1])
+    new_w, new_h = resized_size(w, h, scale)
     offset = boxes.new_tensor([pad_x, pad_y, pad_x, pad_y])
-    out = (boxes - offset) / float(scale)
+    gain = boxes.new_tensor([new_w / w, new_h / h, new_w / w, new_h / h])
+    out = (boxes - offset) / gain
     out[:, 0::2] = out[:, 0::2].clamp(0, w)
     out[:, 1::2] = out[:, 1::2].clamp(0, h)
     return out

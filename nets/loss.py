@@ -9,7 +9,8 @@ with a boolean mask, so all shapes depend only on M (the row count of `targets`)
 shapes. The only Python loop is over the two levels.
 
 Decoding is the YOLOv4 one shared with inference (`nets.decode.decode_boxes`):
-cx = (sigmoid(tx) + gx) * stride, w = anchor_w * exp(tw) (|tw| clamped at 10 so exp stays finite).
+cx = (s * sigmoid(tx) - (s - 1) / 2 + gx) * stride with s = scale_x_y, w = anchor_w * exp(tw) (|tw| clamped at 10
+so exp stays finite).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from nets.assets import ANCHOR_MASKS, SCALE_X_Y, STRIDES
 from nets.decode import cxcywh_to_xyxy, decode_boxes, head_view
 
 REF_SIZE = 416  # the input size at which `obj_gain` is specified (see YoloLoss)
@@ -71,7 +73,7 @@ class YoloLoss(nn.Module):
         about 1.6x the weight of a stride-16 cell (YOLOv5's P5/P4 ratio).
       label_smoothing=0.0: class targets 1 - eps/2 and eps/2.
       ignore_thresh=0.5: negatives whose decoded box has IoU > this with any GT of their image get no
-        objectness loss (YOLOv3/v4). Set > 1 to disable.
+        objectness loss (YOLOv3's 0.5; the official yolov4-tiny.cfg uses ignore_thresh=.7). Set > 1 to disable.
       obj_iou_ratio=0.0: objectness target of a positive = (1 - r) + r * CIoU.detach().clamp(0)
         (YOLOv5's `gr`, which YOLOv5 sets to 1). 0 is the classic target 1: it learns faster from
         scratch (IoU targets are tiny while boxes are still bad); 1 ranks by localisation quality.
@@ -89,8 +91,8 @@ class YoloLoss(nn.Module):
         self,
         anchors: torch.Tensor | np.ndarray,
         num_classes: int,
-        masks: Sequence[Sequence[int]] = ((3, 4, 5), (1, 2, 3)),
-        strides: Sequence[int] = (32, 16),
+        masks: Sequence[Sequence[int]] = ANCHOR_MASKS,
+        strides: Sequence[int] = STRIDES,
         img_size: int | None = None,
         *,
         box_gain: float = 0.05,
@@ -103,7 +105,7 @@ class YoloLoss(nn.Module):
         match_iou_thresh: float = 0.213,
         match_ratio_thresh: float | None = None,
         neighbor_cells: bool = True,
-        scale_x_y: float = 1.0,
+        scale_x_y: float = SCALE_X_Y,
     ):
         super().__init__()
         anchors = torch.as_tensor(np.asarray(anchors.cpu() if torch.is_tensor(anchors) else anchors),
@@ -319,7 +321,7 @@ def init_head_biases(
         strides = list(heads.strides) if strides is None else strides
         heads = heads.heads
     convs = list(heads)
-    strides = [32, 16] if strides is None else list(strides)
+    strides = list(STRIDES if strides is None else strides)
     if len(convs) != len(strides):
         raise ValueError(f"got {len(convs)} head convs but {len(strides)} strides")
     p_cls = prior_cls if prior_cls is not None else min(0.5, 1.0 / num_classes)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nets.assets import ANCHOR_MASKS, STRIDES, read_anchors
+from nets.assets import ANCHOR_MASKS, MAX_STRIDE, SCALE_X_Y, STRIDES, read_anchors
 from nets.attention import build_attention, resolve_attention
 from nets.backbone import BasicConv, CSPDarknet53Tiny
 
@@ -32,10 +32,11 @@ def yolo_head(channels: int, out_channels: int, in_channels: int) -> nn.Sequenti
 
 
 def check_input_size(h: int, w: int) -> None:
-    if h % 32 or w % 32 or h <= 0 or w <= 0:
+    s = MAX_STRIDE
+    if h % s or w % s or h <= 0 or w <= 0:
         raise ValueError(
-            f"input size {h}x{w} is not a multiple of 32; YOLOv4-tiny downsamples by 32 "
-            f"(use e.g. {max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)})"
+            f"input size {h}x{w} is not a multiple of {s}; YOLOv4-tiny downsamples by {s} "
+            f"(use e.g. {max(s, round(h / s) * s)}x{max(s, round(w / s) * s)})"
         )
 
 
@@ -46,7 +47,7 @@ class YoloBody(nn.Module):
         phi: int | str = 0,
         attention_sites: Sequence[str] = ATTENTION_SITES,
         anchors: np.ndarray | torch.Tensor | None = None,
-        scale_x_y: float = 1.0,
+        scale_x_y: float = SCALE_X_Y,
     ):
         super().__init__()
         if num_classes < 1:

@@ -24,6 +24,7 @@ class FixtureImage:
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)  # xyxy, 0-based continuous, ints
     classes: list[int] = field(default_factory=list)
     difficult: list[bool] | None = None
+    noise: bool = False  # background of random grey levels (seeded by the name) instead of a flat one
 
 
 def default_images() -> list[FixtureImage]:
@@ -38,12 +39,31 @@ def default_images() -> list[FixtureImage]:
     ]
 
 
+def random_images(count: int, size: int = 96, seed: int = 0, num_classes: int = 2) -> list[FixtureImage]:
+    """`count` square size x size images named 000000, 000001, ... with 1-2 random boxes each (a fifth to a half
+    of the side) on noise, for the tests that train or evaluate on a small set."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        boxes, classes = [], []
+        for _ in range(int(rng.integers(1, 3))):
+            s = int(rng.integers(size // 5, size // 2))
+            x1, y1 = (int(v) for v in rng.integers(0, size - s, 2))
+            boxes.append((x1, y1, x1 + s, y1 + s))
+            classes.append(int(rng.integers(0, num_classes)))
+        images.append(FixtureImage(f"{i:06d}", size, size, boxes, classes, noise=True))
+    return images
+
+
 COLOURS = [(255, 255, 255), (0, 200, 255), (255, 80, 0)]  # BGR per class
 
 
 def draw(img: FixtureImage, background: int = 30) -> np.ndarray:
     """BGR image: dark background, each box a filled rectangle in its class colour."""
     out = np.full((img.height, img.width, 3), background, np.uint8)
+    if img.noise:
+        seed = int.from_bytes(img.name.encode(), "little")
+        out = np.random.default_rng(seed).integers(0, 80, out.shape, dtype=np.uint8)
     for (x1, y1, x2, y2), c in zip(img.boxes, img.classes):
         out[y1:y2, x1:x2] = COLOURS[c % len(COLOURS)]
     return out

@@ -276,6 +276,7 @@ def test_gpu_inference_target_takes_the_best_fp16_figure():
     assert large["flop_limit_ms"] == pytest.approx(1000 * 6.9 * 256 / 690000, abs=1e-3)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
 def test_cuda_graph_replay_matches_the_eager_forward():
     import torch

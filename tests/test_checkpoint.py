@@ -12,8 +12,8 @@ import torch
 from nets import load_model
 from nets.weights.checkpoint import (
     CheckpointError,
+    checkpoint_dict,
     load_checkpoint,
-    model_cfg_of,
     save_checkpoint,
     save_model_checkpoint,
 )
@@ -28,8 +28,8 @@ def make_checkpoint(path: Path, phi="eca", num_classes=3, ema_shift: float | Non
     model.img_size = 320
     state = model.state_dict()
     ema = {k: (v + ema_shift if v.is_floating_point() else v) for k, v in state.items()} if ema_shift else None
-    save_checkpoint(path, {"version": 1, "model": state, "ema": ema, "model_cfg": model_cfg_of(model),
-                           "train": {"optimizer": {"lr": 0.01, "steps": [1, 2]}, "best_map": 0.5}, "epoch": 7})
+    save_checkpoint(path, checkpoint_dict(model, ema=ema, epoch=7,
+                                          train={"optimizer": {"lr": 0.01, "steps": [1, 2]}, "best_map": 0.5}))
     return model
 
 
@@ -51,7 +51,8 @@ def test_round_trip_plain_data(tmp_path):
                                 "anchors": model.anchors.tolist(), "masks": [[3, 4, 5], [1, 2, 3]],
                                 "img_size": 320, "attention_sites": ["feat1", "feat2", "upsample"],
                                 "scale_x_y": 1.0}
-    assert raw["epoch"] == 7 and raw["train"]["best_map"] == 0.5
+    assert raw["epoch"] == 7 and raw["train"]["best_map"] == 0.5 and raw["version"] == 1
+    assert set(raw) == {"version", "model", "ema", "model_cfg", "epoch", "train"}  # `source` only when given
     loaded = load_model(path)
     assert not loaded.training and loaded.class_names == ["cat", "dog", "bird"] and loaded.img_size == 320
     assert torch.equal(loaded.anchors, model.anchors)
@@ -59,6 +60,22 @@ def test_round_trip_plain_data(tmp_path):
     assert torch.equal(loaded.backbone.conv1.conv.weight, w + 1)  # EMA weights preferred
     assert torch.equal(load_model(path, use_ema=False).backbone.conv1.conv.weight, w)
     assert list(tmp_path.joinpath("w").iterdir()) == [path]  # no temp file left behind
+
+
+def test_checkpoint_from_before_masks_and_scale_x_y_loads(tmp_path):
+    """A version-1 file written before model_cfg had masks and scale_x_y, built by hand as the old trainer did."""
+    torch.manual_seed(0)
+    model = YoloBody(2, "se", anchors=np.arange(1, 13, dtype=np.float32).reshape(6, 2) * 5)
+    legacy_cfg = {"phi": "se", "num_classes": 2, "class_names": ["a", "b"], "anchors": model.anchors.tolist(),
+                  "img_size": 256, "attention_sites": ["feat1", "feat2", "upsample"]}
+    torch.save({"version": 1, "model": model.state_dict(), "ema": None, "model_cfg": legacy_cfg, "train": None,
+                "epoch": 4}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert loaded.masks == [[3, 4, 5], [1, 2, 3]] and loaded.scale_x_y == 1.0 and loaded.img_size == 256
+    assert loaded.class_names == ["a", "b"] and torch.equal(loaded.anchors, model.anchors)
+    x = torch.rand(1, 3, 64, 64)
+    for a, b in zip(loaded(x), model.eval()(x)):
+        torch.testing.assert_close(a, b)
 
 
 def test_scale_x_y_travels_with_the_checkpoint(tmp_path):

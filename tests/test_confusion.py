@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from utils.eval.confusion import ConfusionMatrix, confusion_counts, confusion_from_lists, resolve_matches
+from utils.eval.confusion import ConfusionMatrix, confusion_counts, detection_confusion, resolve_matches
 from utils.eval.metrics import tables_from_lists
 
 ROOT = Path(__file__).resolve().parent.parent
 BG = 3  # background index for the 3-class hand case
+
+
+def confusion_from_lists(preds, gts, class_names, conf=0.25, iou=0.45) -> ConfusionMatrix:
+    """The library's path: per-image dicts -> tables -> matrix."""
+    return detection_confusion(*tables_from_lists(preds, gts), class_names, conf, iou)
 
 
 def image(gt=(), det=(), ignored=()):
@@ -274,7 +279,7 @@ def test_get_map_after_inference_writes_confusion_matrix(tiny_voc, tmp_path):
     save_model_checkpoint(model, tmp_path / "m.pt")
     out = tmp_path / "o"
     assert import_get_map().main(["--weights", str(tmp_path / "m.pt"), "--data", str(tiny_voc), "--split", "val",
-                         "--device", "cpu", "--workers", "0", "--out", str(out), "--metric", "voc",
+                         "--device", "cpu", "--out", str(out), "--metric", "voc",
                          "--cm-conf", "0.0", "--no-plots"]) == 0
     data = json.loads((out / "confusion_matrix.json").read_text())
     m = np.array(data["matrix"])

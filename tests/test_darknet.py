@@ -13,15 +13,8 @@ import torch
 from nets import load_model
 from nets.assets import read_anchors, read_classes
 from nets.decode import decode_outputs
-from nets.weights.darknet import (
-    BUILTIN_CFG,
-    DarknetError,
-    cfg_info,
-    export_darknet,
-    make_cfg,
-    read_weights,
-    write_weights,
-)
+from nets.weights.darknet import export_darknet, read_weights, write_weights
+from nets.weights.darknet_cfg import BUILTIN_CFG, DarknetError, cfg_info, make_cfg
 from nets.weights.loader import load_pretrained
 from nets.yolo import YoloBody
 

@@ -9,27 +9,26 @@ import pytest
 import torch
 from fixtures import default_images, write_voc
 
+from nets.decode import unletterbox
+from utils.config import Config
 from utils.data import (
-    EvalDataset,
     TrainDataset,
-    eval_collate,
+    build_loader,
     letterbox,
     letterbox_params,
     load_data_spec,
     load_records,
-    make_loader,
     train_collate,
-    unletterbox_boxes,
 )
 from utils.data.augment import ColourJitter, clip_and_filter, hflip, transform_boxes
 
 RGB = np.array([[255, 255, 255], [255, 200, 0], [0, 80, 255]])  # fixtures.COLOURS (BGR) as RGB, per class
 
 
-def hyp(**kw):
-    base = dict(mosaic=1.0, mixup=0.0, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def hyp(**kw) -> Config:
+    """The default augmentation (mosaic 1, mixup 0, scale 0.5, translate 0.1, hsv 0.015/0.7/0.4, fliplr 0.5), changed
+    by `kw`."""
+    return Config(**kw)
 
 
 @pytest.fixture(scope="module")
@@ -134,26 +133,17 @@ def test_letterbox_contract():
     box = np.array([[10, 5, 90, 45]], np.float32)  # original pixels of the 100x50 image
     s, pad = letterbox_params(100, 50, 64)
     net = box * s + np.array([pad[0], pad[1]] * 2)
-    np.testing.assert_allclose(unletterbox_boxes(net, s, pad, 100, 50), box, atol=1e-4)
+    np.testing.assert_allclose(unletterbox(torch.from_numpy(net), s, pad, (50, 100)).numpy(), box, atol=1e-4)
 
 
-def test_eval_dataset_and_collates(records):
-    ds = EvalDataset(records, 64)
-    batch = eval_collate([ds[0], ds[1]])
-    images, idx, scales, pads = batch
-    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.uint8
-    assert idx.tolist() == [0, 1] and scales.dtype == torch.float32 and pads.shape == (2, 2)
-    from utils.data import load_image
-
-    ref, s, pad = letterbox(load_image(records[1].image), 64)
-    assert (images[1].permute(1, 2, 0).numpy() == ref).all()
-    assert scales[1].item() == pytest.approx(s) and pads[1].tolist() == list(pad)
+def test_train_collate(records):
     tr = TrainDataset(records, 64, hyp())
-    imgs, targets = train_collate([tr[0], tr[1], tr[2]])
-    assert imgs.shape == (3, 3, 64, 64) and imgs.dtype == torch.uint8
-    assert targets.dtype == torch.float32 and targets.shape[1] == 6
-    assert targets[:, 0].tolist() == sorted(targets[:, 0].tolist()) and set(targets[:, 0].long().tolist()) <= {0, 1, 2}
-    assert len(targets) == sum(len(tr[i][1]) for i in range(3))
+    samples = [tr[0], tr[1], tr[2]]
+    imgs, targets = train_collate(samples)
+    assert imgs.dtype == torch.uint8 and torch.equal(imgs, torch.stack([im for im, _ in samples]))
+    assert targets.dtype == torch.float32 and targets.shape == (sum(len(t) for _, t in samples), 6)
+    for k, (_, t) in enumerate(samples):  # each image's rows, in order, behind its batch index
+        assert torch.equal(targets[targets[:, 0] == k], torch.cat([torch.full((len(t), 1), float(k)), t], 1))
 
 
 def test_box_helpers_by_hand():
@@ -200,8 +190,14 @@ def test_deterministic_under_seed(records):
     assert any(not torch.equal(f, c[i][0]) for i, f in enumerate(first))  # seeds differ
 
 
+def test_augmentation_keys_are_read_as_attributes(records):
+    """A settings object without a key is an error, not a silent 0 (the old getattr(hyp, k, 0.0))."""
+    with pytest.raises(AttributeError, match="hsv_h"):
+        TrainDataset(records, 64, SimpleNamespace(mosaic=1.0, mixup=0.0, scale=0.5, translate=0.1, fliplr=0.5))
+
+
 def _run_epochs(ds, workers):
-    loader = make_loader(ds, batch_size=2, workers=workers, shuffle=True, seed=5)
+    loader = build_loader(ds, batch_size=2, workers=workers, seed=5)
     out = []
     for epoch, mosaic in ((0, True), (1, False)):
         ds.set_epoch(epoch)
@@ -222,7 +218,7 @@ def test_worker_processes_do_not_change_samples(records):
     # epoch 1 ran without mosaic in the workers: it differs from epoch 1 with mosaic
     ds = TrainDataset(records, 64, hyp(), seed=2)
     ds.set_epoch(1)
-    loader = make_loader(ds, batch_size=2, workers=0, shuffle=True, seed=5)
+    loader = build_loader(ds, batch_size=2, workers=0, seed=5)
     loader.sampler.set_epoch(1)
     with_mosaic = [im for im, _ in loader]
     assert any(not torch.equal(a, b[0]) for a, b in zip(with_mosaic, got[1]))
@@ -232,15 +228,14 @@ _FORK_AFTER_OPENCV = """
 import sys
 sys.path.insert(0, {root!r})
 import cv2, numpy as np
-from types import SimpleNamespace
-from utils.data import TrainDataset, load_data_spec, load_records, make_loader
+from utils.config import Config
+from utils.data import TrainDataset, build_loader, load_data_spec, load_records
 big = np.zeros((2000, 2000, 3), np.uint8)
 for _ in range(3):  # start OpenCV's thread pool in the parent before the workers fork
     cv2.resize(big, (1000, 1000)), cv2.warpAffine(big, np.eye(2, 3), (1500, 1500))
 recs, _ = load_records(load_data_spec({devkit!r}, cache=False), "train")
-h = SimpleNamespace(mosaic=1.0, mixup=0.0, scale=0.5, translate=0.1, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, fliplr=0.5)
-ds = TrainDataset(recs, 64, h)
-print(sum(len(x) for x, _ in make_loader(ds, 2, workers=2, shuffle=True)))
+ds = TrainDataset(recs, 64, Config())
+print(sum(len(x) for x, _ in build_loader(ds, 2, workers=2)))
 """
 
 

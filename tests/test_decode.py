@@ -257,16 +257,25 @@ def test_unletterbox_hand_computed_and_clipped():
     torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 200.0, 100.0]))  # clipped
 
 
-@pytest.mark.parametrize("hw", [(100, 200), (300, 120), (64, 64), (37, 91)])
-def test_unletterbox_inverts_letterbox(hw):
-    h, w = hw
+@pytest.mark.parametrize("wh", [(333, 250), (250, 333)])
+def test_unletterbox_finds_a_letterboxed_rectangle(wh):
+    """A white rectangle reaching the far corner of a w x h image, letterboxed by the real function: its edges,
+    read from the letterboxed pixels, map back to the drawn ones. 250 * 128/333 = 96.1 is resized to 96, so
+    dividing by the nominal scale put the far edge at 249.75, not 250."""
+    w, h = wh
+    x0, y0 = 100, 60
     img = np.zeros((h, w, 3), np.uint8)
-    box = np.array([0.1 * w, 0.2 * h, 0.7 * w, 0.9 * h], np.float32)
-    out, scale, (px, py) = letterbox(img, 96)
-    assert out.shape == (96, 96, 3)
-    in_net = torch.tensor(box * scale + np.array([px, py, px, py], np.float32))[None]
-    back = unletterbox(in_net, scale, (px, py), (h, w))
-    np.testing.assert_allclose(back[0].numpy(), box, atol=1e-3)
+    img[y0:, x0:] = 255
+    out, scale, (px, py) = letterbox(img, 128, color=0)  # black padding: only the rectangle is lit
+    white = out[..., 0].astype(np.float64) / 255
+    rows, cols = np.nonzero(white > 0.5)
+    x1, y1 = cols.max() + 1.0, rows.max() + 1.0  # the image's own edge: sharp, no interpolation
+    # near edges: INTER_AREA keeps the covered area, so a line's sum of coverage is the rectangle's extent
+    nx0 = x1 - white[int(rows.mean())].sum()
+    ny0 = y1 - white[:, int(cols.mean())].sum()
+    back = unletterbox(torch.tensor([[nx0, ny0, x1, y1]]), scale, (px, py), (h, w))[0].double()
+    torch.testing.assert_close(back[2:], torch.tensor([w, h], dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(back[:2], torch.tensor([x0, y0], dtype=torch.float64), atol=0.05, rtol=0)
 
 
 def test_decode_on_model_output_is_consistent_per_image():

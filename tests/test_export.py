@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import random_detector
 
-from nets.weights.checkpoint import model_cfg_of, save_checkpoint
+from nets.weights.checkpoint import checkpoint_dict, save_checkpoint
 from nets.weights.loader import load_model
 from nets.yolo import YoloBody
 
@@ -36,8 +36,7 @@ def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     m = spread_model("ca")
     ckpt = d / "best.pt"
-    save_checkpoint(ckpt, {"version": 1, "model": m.state_dict(), "ema": None, "train": None, "epoch": 0,
-                           "model_cfg": model_cfg_of(m, NAMES, SIZE)})
+    save_checkpoint(ckpt, checkpoint_dict(m, class_names=NAMES, img_size=SIZE))
     res = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(ckpt), "--format", "onnx",
                           "--dynamic"], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -115,8 +114,7 @@ def test_fixed_batch_export_and_missing_metadata(tmp_path):
 
     m = spread_model("none")
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, {"version": 1, "model": m.state_dict(), "ema": None, "train": None, "epoch": 0,
-                           "model_cfg": model_cfg_of(m, NAMES, SIZE)})
+    save_checkpoint(ckpt, checkpoint_dict(m, class_names=NAMES, img_size=SIZE))
     rng = np.random.default_rng(3)
     imgs = [rng.integers(0, 255, (60, 60 + 10 * i, 3), dtype=np.uint8) for i in range(3)]
     for static in (False, True):

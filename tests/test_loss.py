@@ -358,6 +358,7 @@ def test_ciou_matches_torchvision():
     torch.testing.assert_close(ga, a.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.gpu  # on CPU too; the CUDA half needs a GPU
 def test_no_host_device_sync_ops():
     """No data-dependent shapes: nothing in forward or backward calls nonzero / item (a sync on CUDA)."""
     outputs, targets = random_batch(batch=2, seed=8)

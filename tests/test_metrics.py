@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.eval.metrics import COCO_STAT_NAMES, coco_metrics, tables_from_lists, voc_evaluate_tables, voc_metrics
+from utils.eval.metrics import COCO_STAT_NAMES, coco_evaluate_tables, tables_from_lists, voc_evaluate_tables
 
 pycocotools = pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402
@@ -18,6 +18,15 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
+def coco_metrics(preds, gts, num_classes, **kw):
+    """The library's path: per-image dicts -> tables -> COCO evaluation."""
+    return coco_evaluate_tables(*tables_from_lists(preds, gts), len(preds), num_classes, **kw)
+
+
+def voc_metrics(preds, gts, num_classes, **kw):
+    return voc_evaluate_tables(*tables_from_lists(preds, gts), len(preds), num_classes, **kw)
+
+
 def det(boxes, scores, labels):
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "scores": torch.tensor(scores, dtype=torch.float32).reshape(-1),
@@ -187,6 +196,7 @@ def test_coco_no_detections_and_no_ground_truth():
     assert all(v == -1.0 for v in m.stats.values())
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_coco_gpu_equals_cpu():
     preds, gts = random_case(11, n_img=30, crowd_p=0.2, integer=True, dup_p=0.2, max_det=150)

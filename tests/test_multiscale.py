@@ -2,6 +2,9 @@
 the pixels of a drawn rectangle; then a short training run that really trains at several sizes."""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -65,7 +68,9 @@ def test_training_runs_at_several_sizes(tiny_voc, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "rescale_batch", recording)
     cfg = make_cfg(tiny_voc, tmp_path, epochs=2, img_size=64, multi_scale=0.5, name="ms")
     res = run(cfg)
-    assert 0.0 <= res["mAP50"] <= 1.0
+    rows = list(csv.DictReader(open(Path(res["save_dir"]) / "results.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]  # both epochs ran and were evaluated
+    assert float(rows[-1]["mAP50"]) == pytest.approx(res["mAP50"], abs=1e-5)  # the returned value is the last eval
     steps = len(seen)
     assert seen == [input_size_at(64, 0.5, cfg.seed, s) for s in range(steps)]
     assert set(seen) <= {32, 64, 96} and len(set(seen)) > 1, seen  # really several sizes

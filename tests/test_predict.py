@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import random_detector
 
-from nets.weights.checkpoint import model_cfg_of, save_checkpoint
+from nets.weights.checkpoint import checkpoint_dict, save_checkpoint
 from nets.yolo import YoloBody
 from utils.engine.runs import WeightsNotFoundError, increment_dir, latest_weights
 
@@ -29,8 +29,7 @@ def tiny_model(phi: str = "cbam", num_classes: int = 3, seed: int = 0) -> YoloBo
 
 def write_checkpoint(path: Path, phi: str = "cbam", img_size: int = 96) -> Path:
     m = tiny_model(phi)
-    save_checkpoint(path, {"version": 1, "model": m.state_dict(), "ema": None, "train": None, "epoch": 0,
-                           "model_cfg": model_cfg_of(m, NAMES, img_size)})
+    save_checkpoint(path, checkpoint_dict(m, class_names=NAMES, img_size=img_size))
     return path
 
 
@@ -204,23 +203,21 @@ def test_fused_model_matches_unfused(phi):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_predict_tensor_matches_call():
-    """Evaluation feeds square letterboxed batches; with rect=False (the same geometry) it gets the same
-    boxes as images passed directly."""
-    from utils.data.letterbox import letterbox
+def test_from_config_reads_the_shared_keys_with_predict_defaults(workspace):
+    """predict.py, get_map.py and the API build the Predictor from the same Config keys; predict's own
+    defaults (conf 0.25, iou 0.45, the trained size) sit under the flags."""
+    from utils.config import DEFAULT_CONFIG, load_config
     from utils.infer.predictor import Predictor
 
-    pred = Predictor(tiny_model(), img_size=96, conf_thres=0.3, rect=False)
-    rng = np.random.default_rng(1)
-    imgs = [rng.integers(0, 255, (70, 130, 3), dtype=np.uint8), rng.integers(0, 255, (96, 50, 3), dtype=np.uint8)]
-    direct = pred(imgs)
-    boxed = [letterbox(im, 96) for im in imgs]
-    x = torch.from_numpy(np.stack([b[0] for b in boxed])).permute(0, 3, 1, 2).float() / 255
-    via_tensor = pred.predict_tensor(x, [(s, p, im.shape[:2]) for (_, s, p), im in zip(boxed, imgs)])
-    for a, b in zip(direct, via_tensor):
-        assert len(a["boxes"]) > 0
-        torch.testing.assert_close(a["boxes"], b["boxes"])
-        torch.testing.assert_close(a["scores"], b["scores"])
+    weights = workspace / "runs/train/exp/weights/best.pt"
+    cfg = load_config(DEFAULT_CONFIG, {"classes": ["disc", "2"], "rect": False, "max_det": 7, "fuse": False},
+                      mode="predict")
+    pred = Predictor.from_config(weights, cfg)
+    assert (pred.conf_thres, pred.iou_thres, pred.img_size, pred.max_det) == (0.25, 0.45, 96, 7)
+    assert pred.classes == [1, 2] and pred.rect is False and not pred.multi_label
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in pred.model.modules())  # fuse false
+    val = Predictor.from_config(weights, load_config(DEFAULT_CONFIG, {"img_size": 64}, mode="val"), multi_label=True)
+    assert (val.conf_thres, val.iou_thres, val.img_size, val.multi_label) == (0.001, 0.6, 64, True)
 
 
 def test_rect_input_shapes_and_batching_independence():
@@ -240,6 +237,7 @@ def test_rect_input_shapes_and_batching_independence():
         torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.gpu  # on CPU too; fp16 inference runs on a GPU
 def test_bf16_keeps_float32_anchors_and_fp16_needs_a_gpu(workspace):
     from utils.infer.predictor import Predictor
 

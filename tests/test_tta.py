@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from nets.decode import decode_outputs, non_max_suppression, unletterbox
 from utils.infer.tta import VIEWS, boxes_to_input, make_view
 
 
@@ -47,6 +48,13 @@ def test_predictor_augment_adds_the_views_to_one_nms():
     assert all(e.shape[0] == 1 and e.shape[2] == 7 for e in extra)
     assert [e.shape[1] > n for e in extra] == [s > 1 for s, _ in VIEWS]  # an enlarged view has more cells
     d_plain, d_aug = plain([img])[0], aug([img])[0]
-    assert len(d_aug["boxes"]) >= len(d_plain["boxes"]) > 0  # more candidates before NMS
+    # reference: the plain candidates and every view's, in one NMS, mapped back to the image by hand
+    x, infos = plain.preprocess([img])
+    pred = torch.cat([decode_outputs(raw, model.anchors, model.masks, model.strides), *extra], 1)
+    ref = non_max_suppression(pred, 0.2, plain.iou_thres, plain.max_det)[0]
+    ref["boxes"] = unletterbox(ref["boxes"], infos[0].scale, infos[0].pad, (100, 140))
+    for k in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(d_aug[k], ref[k])
+    assert len(d_plain["boxes"]) > 0 and not torch.equal(d_aug["scores"], d_plain["scores"])  # the views count
     assert (d_aug["boxes"][:, 0::2] <= 140).all() and (d_aug["boxes"][:, 1::2] <= 100).all()  # clipped to the image
     assert "test-time augmentation" in aug.describe()

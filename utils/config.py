@@ -2,8 +2,11 @@
 
     cfg = load_config("configs/default.yaml", {"epochs": 10})
     cfg, args = parse_config(argv)           # what train.py does
+    cfg, args = parse_config(argv, mode="predict", keys=PREDICT_KEYS, parser=p)   # what predict.py does
 
-Every field is a flag: `img_size` is `--img-size` (also `--img_size`; `--img` is an alias).
+Every field is a flag: `img_size` is `--img-size` (also `--img_size`; `--img` is an alias). Every mode
+(train, val, predict, export) reads the same keys; MODE_DEFAULTS holds each mode's own defaults (predict:
+conf 0.25, ...), applied over configs/default.yaml and under a user's --cfg file and the flags.
 Unknown keys and bad values are rejected with a message that names the key.
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Config:
     attention_sites: list[str] = field(default_factory=lambda: ["feat1", "feat2", "upsample"])
     anchors: str = "model_data/yolo_anchors.txt"
     autoanchor: bool = True  # at start: if < 98% of training boxes fit an anchor, train with anchors fitted to them
-    weights: str = ""  # initial weights: project checkpoint, Darknet .weights / .conv.29, reference .pth
+    weights: str = ""  # train: initial weights; predict/val/export: the model ("" = newest run's best.pt)
     # --- data ---
     data: str = "synthetic"  # data YAML, VOCdevkit folder, COCO json, YOLO-txt root, or "synthetic"
     img_size: int = 320
@@ -91,6 +94,15 @@ class Config:
     conf_thres: float = 0.001
     iou_thres: float = 0.6
     max_det: int = 300
+    split: str = ""  # val: the split to score ("" = val, else test)
+    augment: bool = False  # test-time augmentation: also run 1.33x and mirrored views (~4x the compute)
+    rect: bool = True  # inference input: long side img_size, short side padded to a multiple of 32 (False: square)
+    dtype: str = "fp32"  # fp32 | fp16 (GPU) | bf16: precision of the inference model (--half: fp16)
+    fuse: bool = True  # inference: fold BatchNorm into the convs
+    classes: list[str] = field(default_factory=list)  # inference: keep only these classes (ids or names)
+    agnostic_nms: bool = False  # NMS across classes (one box per object)
+    threads: int = 0  # inference CPU threads (0: one per core)
+    opset: int = 17  # export: ONNX opset
     best_metric: str = "map50_95"  # map50_95 | map50
     patience: int = 50  # stop after N evaluations without improvement; 0 disables
     # --- run ---
@@ -110,14 +122,29 @@ CHOICES = {
     "scheduler": ("cosine", "linear", "step"),
     "amp": ("off", "fp16", "bf16"),
     "best_metric": ("map50_95", "map50"),
+    "dtype": ("fp32", "fp16", "bf16"),
+}
+# keys only predict/val/export read: train.py and ablate.py do not show them as flags
+INFERENCE_KEYS = ("split", "augment", "rect", "dtype", "fuse", "classes", "agnostic_nms", "threads", "opset")
+# Each mode's own defaults, over configs/default.yaml's and under a user's --cfg file and flags (like
+# Ultralytics' per-mode defaults). img_size 0 and data "": what the weights file / its run was trained with.
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {},
+    "val": {"img_size": 0, "data": "", "conf_thres": 0.001, "iou_thres": 0.6},
+    "predict": {"img_size": 0, "conf_thres": 0.25, "iou_thres": 0.45, "batch_size": 8, "project": "runs/predict"},
+    "export": {"img_size": 0, "batch_size": 1},
 }
 PROBABILITIES = ("mosaic", "mixup", "fliplr", "multi_scale", "hsv_h", "hsv_s", "hsv_v", "label_smoothing",
                  "ignore_thresh", "obj_iou_ratio", "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
-NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs", "grad_clip",
-                "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience", "seed")
-POSITIVE = ("batch_size", "nbs", "accumulate", "lr0", "eval_interval", "max_det")
+NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs",
+                "grad_clip", "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience",
+                "seed", "threads")
+POSITIVE = ("batch_size", "nbs", "accumulate", "lr0", "eval_interval", "max_det", "opset")
 PATHS = ("anchors", "weights", "resume")  # must exist when set
-ALIASES = {"img": "img_size", "imgsz": "img_size", "batch": "batch_size", "cfg": None}
+ALIASES = {"img": "img_size", "imgsz": "img_size", "batch": "batch_size", "conf": "conf_thres", "iou": "iou_thres",
+           "cfg": None}
+FLAG_ALIASES = {"img_size": ["--img", "--imgsz"], "batch_size": ["--batch"], "conf_thres": ["--conf"],
+                "iou_thres": ["--iou"]}
 
 
 def field_types() -> dict[str, Any]:
@@ -165,9 +192,10 @@ def _unknown_key(key: str, source: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}' in {source}{hint}")
 
 
-def validate(cfg: Config, root: Path = ROOT) -> Config:
+def validate(cfg: Config, root: Path = ROOT, mode: str = "train") -> Config:
     """Reject values that cannot work, naming the key; return cfg for chaining."""
-    if cfg.img_size < 32 or cfg.img_size % 32:
+    inference = mode != "train"
+    if not (inference and cfg.img_size == 0) and (cfg.img_size < 32 or cfg.img_size % 32):
         raise ConfigError(f"config key 'img_size': {cfg.img_size} must be a positive multiple of 32 "
                           f"(e.g. {max(32, round(cfg.img_size / 32) * 32)})")
     for key, allowed in CHOICES.items():
@@ -185,7 +213,7 @@ def validate(cfg: Config, root: Path = ROOT) -> Config:
     if not 1.0 <= cfg.scale_x_y <= 2.0:
         raise ConfigError(f"config key 'scale_x_y': {cfg.scale_x_y} must be in [1, 2] (1.0: plain sigmoid; "
                           "the official yolov4-tiny.cfg uses 1.05)")
-    if cfg.epochs == 0 and cfg.time == 0:
+    if not inference and cfg.epochs == 0 and cfg.time == 0:
         raise ConfigError("config key 'epochs': 0 epochs and no 'time' budget would train nothing")
     try:
         cfg.phi = resolve_attention(cfg.phi)
@@ -198,9 +226,11 @@ def validate(cfg: Config, root: Path = ROOT) -> Config:
         value = getattr(cfg, key)
         if value and not resolve_path(value, root).exists():
             raise ConfigError(f"config key '{key}': path not found: {value}")
-    if cfg.data != "synthetic" and not resolve_path(cfg.data, root).exists():
+    if cfg.data not in ("synthetic", "") and not resolve_path(cfg.data, root).exists():
         raise ConfigError(f"config key 'data': path not found: {cfg.data} (a data YAML, a VOCdevkit folder, "
                           "a COCO json, a YOLO-txt root, or 'synthetic' for the built-in set)")
+    if not (cfg.data or inference):
+        raise ConfigError("config key 'data': empty; training needs a data set (or 'synthetic')")
     return cfg
 
 
@@ -211,8 +241,11 @@ def resolve_path(value: str, root: Path = ROOT) -> Path:
 
 
 def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
-                check: bool = True) -> Config:
-    """Defaults <- YAML file <- overrides; coerced to the field types and validated."""
+                check: bool = True, mode: str = "train") -> Config:
+    """Defaults <- configs/default.yaml <- MODE_DEFAULTS[mode] <- your YAML file <- overrides; coerced to the
+    field types and validated."""
+    if mode not in MODE_DEFAULTS:
+        raise ValueError(f"mode must be one of {', '.join(MODE_DEFAULTS)}, got '{mode}'")
     types_ = field_types()
     values: dict[str, Any] = {}
     sources: list[tuple[dict, str]] = []
@@ -227,8 +260,10 @@ def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, A
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
         sources.append((loaded, str(path)))
+    is_defaults_file = bool(path) and Path(path).resolve() == DEFAULT_CONFIG.resolve()
+    sources.insert(len(sources) if is_defaults_file else 0, (MODE_DEFAULTS[mode], f"the {mode} defaults"))
     sources.append((overrides or {}, "the command line"))
-    for i, (mapping, source) in enumerate(sources):
+    for mapping, source in sources:
         keys = set()
         for key, value in mapping.items():
             key = ALIASES.get(key, key) if key in ALIASES else key.replace("-", "_")
@@ -239,11 +274,10 @@ def load_config(path: str | Path | None = DEFAULT_CONFIG, overrides: dict[str, A
             values[key] = _coerce(key, value, types_[key])
             keys.add(key)
         # asking for a number of epochs means "train that long", not "within the default budget"
-        is_defaults_file = path and i == 0 and Path(path).resolve() == DEFAULT_CONFIG.resolve()
-        if "epochs" in keys and "time" not in keys and not is_defaults_file:
+        if "epochs" in keys and "time" not in keys and not (is_defaults_file and source == str(path)):
             values["time"] = 0.0
     cfg = Config(**values)
-    return validate(cfg) if check else cfg
+    return validate(cfg, mode=mode) if check else cfg
 
 
 def _default_comments() -> dict[str, str]:
@@ -256,15 +290,20 @@ def _default_comments() -> dict[str, str]:
     return comments
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per field (`--img-size` and `--img_size`), plus the usual short aliases."""
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), mode: str = "train",
+                     keys: tuple[str, ...] | None = None) -> None:
+    """One flag per field in `keys` (default: all but, for training, INFERENCE_KEYS; `--img-size` and `--img_size`),
+    the usual short aliases, `--no-KEY` for booleans that default to true and `--half` for `--dtype fp16`;
+    help text from the YAML comments."""
     comments = _default_comments()
-    extra = {"img_size": ["--img", "--imgsz"], "batch_size": ["--batch"]}
+    defaults = {**dataclasses.asdict(Config()), **MODE_DEFAULTS[mode]}
+    if keys is None:
+        keys = tuple(k for k in defaults if mode != "train" or k not in INFERENCE_KEYS)
     for name, tp in field_types().items():
-        if name in skip:
+        if name in skip or name not in keys:
             continue
-        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + extra.get(name, [])
-        default = getattr(Config(), name)
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + FLAG_ALIASES.get(name, [])
+        default = defaults[name]
         help_text = f"{comments.get(name, '')} (default: {default!r})".strip().replace("%", "%%")  # argparse formats %
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
         if tp is bool:
@@ -272,22 +311,28 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
         elif typing.get_origin(tp) is list:
             kwargs.update(nargs="*", metavar="ITEM")
         parser.add_argument(*flags, **kwargs)
+        if tp is bool and default:
+            parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_const", const="false",
+                                help=f"same as --{name.replace('_', '-')} false")
+        if name == "dtype":
+            parser.add_argument("--half", dest=name, action="store_const", const="fp16", help="same as --dtype fp16")
 
 
 def parse_config(argv: list[str] | None = None, description: str = "",
-                 parser: argparse.ArgumentParser | None = None,
-                 skip: tuple[str, ...] = ()) -> tuple[Config, argparse.Namespace]:
-    """Build the Config from `--cfg FILE` (default configs/default.yaml) and any field flags.
+                 parser: argparse.ArgumentParser | None = None, skip: tuple[str, ...] = (), mode: str = "train",
+                 keys: tuple[str, ...] | None = None) -> tuple[Config, argparse.Namespace]:
+    """Build the Config of `mode` from `--cfg FILE` (default configs/default.yaml) and the flags of `keys`.
 
     `skip` names fields whose flags the caller's own parser defines differently (e.g. ablate's --phi list).
     """
-    parser = parser or argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = parser or argparse.ArgumentParser(description=description,
+                                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cfg", default=str(DEFAULT_CONFIG), help="base config YAML (default: configs/default.yaml)")
-    add_config_flags(parser, skip)
+    add_config_flags(parser, skip, mode, keys)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in field_types() and k not in skip and v is not None}
     try:
-        cfg = load_config(args.cfg, overrides)
+        cfg = load_config(args.cfg, overrides, mode=mode)
     except ConfigError as e:
         parser.error(str(e))
     return cfg, args

@@ -1,10 +1,7 @@
 """Checkpoints as plain data, written atomically, read without unpickling code.
 
-A checkpoint is a dict of tensors and plain Python values:
-    {"version": 1, "model": state_dict, "ema": state_dict | None,
-     "model_cfg": {"phi", "num_classes", "class_names", "anchors", "img_size", "attention_sites"},
-     "train": {...} | None, "epoch": int}
-so `torch.load(path, weights_only=True)` opens it and a malicious file cannot run code.
+The schema (fields listed in `checkpoint_dict`, the one place that builds a checkpoint) holds only tensors
+and plain Python values, so `torch.load(path, weights_only=True)` opens it and a malicious file cannot run code.
 """
 from __future__ import annotations
 
@@ -15,9 +12,10 @@ from typing import Any
 
 import torch
 
+from nets.assets import ANCHOR_MASKS, SCALE_X_Y
 from nets.yolo import ATTENTION_SITES, YoloBody
 
-VERSION = 1
+VERSION = 1  # unchanged when model_cfg gained masks and scale_x_y: readers default both (see checkpoint_dict)
 
 
 class CheckpointError(RuntimeError):
@@ -89,10 +87,9 @@ def build_from_model_cfg(model_cfg: dict) -> YoloBody:
         model_cfg.get("phi", 0),
         model_cfg.get("attention_sites", ATTENTION_SITES),
         anchors=model_cfg.get("anchors"),
-        scale_x_y=float(model_cfg.get("scale_x_y", 1.0)),  # checkpoints written before it existed decode with 1.0
+        scale_x_y=float(model_cfg.get("scale_x_y", SCALE_X_Y)),  # older checkpoints: the default decoding
     )
-    if model_cfg.get("masks"):
-        model.masks = [list(map(int, m)) for m in model_cfg["masks"]]
+    model.masks = [list(map(int, m)) for m in (model_cfg.get("masks") or ANCHOR_MASKS)]
     model.class_names = list(model_cfg.get("class_names") or [str(i) for i in range(model.num_classes)])
     model.img_size = int(model_cfg.get("img_size", 416))
     return model
@@ -112,10 +109,29 @@ def model_cfg_of(model: YoloBody, class_names: list[str] | None = None, img_size
     }
 
 
-def save_model_checkpoint(model: YoloBody, path: str | Path, source: str | None = None) -> None:
-    """A project checkpoint of `model` alone (no training state): what the converters write."""
+def checkpoint_dict(model: YoloBody, *, ema: dict | None = None, epoch: int = 0, train: dict | None = None,
+                    class_names: list[str] | None = None, img_size: int | None = None,
+                    source: str | None = None) -> dict[str, Any]:
+    """The one place a checkpoint's fields are defined (trainer and converters alike). A checkpoint is:
+
+        version:    int, VERSION
+        model:      the model's state_dict (CPU tensors)
+        ema:        the EMA model's state_dict, or None; loaders prefer it when present
+        model_cfg:  what rebuilds the model (`model_cfg_of`): phi, num_classes, class_names, anchors (N, 2) px,
+                    masks (anchor indices per head, s32 first), img_size, attention_sites, scale_x_y.
+                    Files written before masks and scale_x_y existed load with ANCHOR_MASKS and SCALE_X_Y.
+        epoch:      int, the last finished epoch (0 for converted weights)
+        train:      None, or the trainer's resume state (config, optimizer, scaler, rng, ...)
+        source:     optional str, the file a converter read
+    """
     obj: dict[str, Any] = {"version": VERSION, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                           "ema": None, "model_cfg": model_cfg_of(model), "train": None, "epoch": 0}
+                           "ema": ema, "model_cfg": model_cfg_of(model, class_names, img_size), "epoch": int(epoch),
+                           "train": train}
     if source:
         obj["source"] = str(source)
-    save_checkpoint(path, obj)
+    return obj
+
+
+def save_model_checkpoint(model: YoloBody, path: str | Path, source: str | None = None) -> None:
+    """A project checkpoint of `model` alone (no training state): what the converters write."""
+    save_checkpoint(path, checkpoint_dict(model, source=source))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from nets.assets import class_names_for
 from nets.weights.checkpoint import CheckpointError, save_model_checkpoint
-from nets.weights.darknet import DarknetError, export_darknet, is_darknet_file, read_weights
+from nets.weights.darknet import export_darknet, is_darknet_file, read_weights
+from nets.weights.darknet_cfg import DarknetError
 from nets.weights.loader import load_model
 
 

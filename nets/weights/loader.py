@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nets.assets import class_names_for
+from nets.assets import SCALE_X_Y, class_names_for
 from nets.attention import resolve_attention
 from nets.weights import darknet, reference
 from nets.weights.checkpoint import CheckpointError, build_from_model_cfg, is_project_checkpoint, load_checkpoint
@@ -180,7 +180,7 @@ def load_pretrained(model: YoloBody, path: str | Path, log: Callable[[str], Any]
         why = ("Darknet has no attention layers" if kind == "darknet"
                else f"the file holds attention '{mc.get('phi', 'none')}', the model '{model.phi}'")
         log(f"weights: attention layers {', '.join(blocks)} ({model.phi}) start fresh: {why}")
-    file_sxy = float(mc.get("scale_x_y", 1.0))
+    file_sxy = float(mc.get("scale_x_y", SCALE_X_Y))
     if not reinit and file_sxy != model.scale_x_y:
         log(f"weights: the file's heads decode box centres with scale_x_y {file_sxy:g}, this model with "
             f"{model.scale_x_y:g}; --scale-x-y {file_sxy:g} keeps them as they were trained")

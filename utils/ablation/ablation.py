@@ -161,7 +161,7 @@ class Ablation:
                     continue
                 model = load_model(best, device=device)
                 res = evaluate_model(model, records, list(spec.names), cfg.img_size, cfg.batch_size, device,
-                                     cfg.conf_thres, cfg.iou_thres, metric="both", workers=cfg.workers)
+                                     cfg.conf_thres, cfg.iou_thres, metric="both", max_det=cfg.max_det)
                 per_seed.append({"seed": seed, "mAP50": res["coco"]["AP50"], "mAP50-95": res["coco"]["AP"],
                                  "per_class": res["coco"]["per_class"], "model": model})
             row = {"variant": variant, "seeds_done": len(per_seed), "failures": failures}

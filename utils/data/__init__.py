@@ -1,10 +1,10 @@
 """Data pipeline: readers (VOC, COCO, YOLO-txt, built-in synthetic), validation, label cache,
-augmentation and the PyTorch data sets.
+augmentation, the training data set and its DataLoader.
 
     spec = load_data_spec("configs/voc.yaml")          # or a folder, a COCO json, "synthetic"
     records, report = load_records(spec, "train")      # report.summary() names skipped/repaired files
-    ds = TrainDataset(records, 416, cfg, seed=0)        # cfg: anything with mosaic, mixup, scale, ...
-    loader = make_loader(ds, batch_size=16, workers=2, shuffle=True, seed=0)
+    ds = TrainDataset(records, 416, cfg, seed=0)        # cfg: the Config (mosaic, mixup, scale, ...)
+    loader = build_loader(ds, batch_size=16, workers=2, seed=0)
 
 Names are imported on first use (PEP 562), so the command-line checks do not pay for torch.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 import importlib
 
 from .image import ImageError, load_image
-from .letterbox import letterbox, letterbox_params, unletterbox_boxes
+from .letterbox import letterbox, letterbox_params
 from .load import load_records
 from .records import DataError, DataReport, Record
 from .spec import DataSpec, load_data_spec
 
-_LAZY = {name: "dataset" for name in ("TrainDataset", "EvalDataset", "train_collate", "eval_collate",
-                                      "make_loader", "seed_worker", "EpochSampler")}
+_LAZY = {name: "dataset" for name in ("TrainDataset", "train_collate", "build_loader")}
 __all__ = ["load_data_spec", "DataSpec", "load_records", "Record", "DataReport", "DataError", "letterbox",
-           "letterbox_params", "unletterbox_boxes", "load_image", "ImageError", *_LAZY]
+           "letterbox_params", "load_image", "ImageError", *_LAZY]
 
 
 def __getattr__(name: str):

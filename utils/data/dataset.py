@@ -1,5 +1,5 @@
-"""PyTorch data sets for training (augmented) and evaluation (letterboxed), their collate functions,
-and the DataLoader set-up (worker seeding, epoch-seeded shuffling).
+"""The training data set (augmented), its collate function and the one training DataLoader
+(worker seeding, epoch-seeded shuffling, sharded across DDP processes).
 
 Determinism: a training sample is a pure function of (seed, epoch, index): each __getitem__ builds
 its own np.random.Generator from those three numbers, so worker count, prefetch order and restarts
@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Iterator
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from utils.config import Config
 
 from .augment import ColourJitter, affine_matrix, clip_and_filter, hflip, mixup, mosaic_canvas, transform_boxes, warp
-from .image import ImageError, load_image, read_bgr
-from .letterbox import letterbox, letterbox_params
+from .image import ImageError, read_bgr
 from .records import DataError, Record
 
 log = logging.getLogger(__name__)
@@ -38,25 +38,21 @@ def seed_worker(worker_id: int) -> None:
 
 class TrainDataset(Dataset):
     """Augmented training samples: (image uint8 (3, S, S) RGB, targets float32 (n, 5) [cls, x1, y1, x2, y2]
-    in network-input pixels). `hyp` needs mosaic, mixup, scale, translate, hsv_h, hsv_s, hsv_v, fliplr
-    (Ultralytics-like meanings; the project's Config has them). Difficult and crowd boxes are not
+    in network-input pixels). The augmentation settings are the config's mosaic, mixup, scale, translate,
+    hsv_h, hsv_s, hsv_v and fliplr (Ultralytics-like meanings). Difficult and crowd boxes are not
     targets unless `include_difficult`. An image that fails to load is replaced by the next readable
     one (deterministic) and counted in `load_failures`."""
-    worker_init_fn = staticmethod(seed_worker)  # for DataLoader(worker_init_fn=ds.worker_init_fn)
 
-    def __init__(self, records: list[Record], img_size: int, hyp: Any, seed: int = 0,
+    def __init__(self, records: list[Record], img_size: int, cfg: Config, seed: int = 0,
                  include_difficult: bool = False):
         if not records:
             raise DataError("TrainDataset: no records (the training split is empty)")
         self.records = list(records)
         self.img_size = int(img_size)
         self.seed = int(seed) % 2**63
-        self.p_mosaic = float(getattr(hyp, "mosaic", 0.0))
-        self.p_mixup = float(getattr(hyp, "mixup", 0.0))
-        self.scale = float(getattr(hyp, "scale", 0.0))
-        self.translate = float(getattr(hyp, "translate", 0.0))
-        self._colour_args = tuple(float(getattr(hyp, k, 0.0)) for k in ("hsv_h", "hsv_s", "hsv_v"))
-        self.p_flip = float(getattr(hyp, "fliplr", 0.0))
+        self.p_mosaic, self.p_mixup, self.p_flip = float(cfg.mosaic), float(cfg.mixup), float(cfg.fliplr)
+        self.scale, self.translate = float(cfg.scale), float(cfg.translate)
+        self._colour_args = (float(cfg.hsv_h), float(cfg.hsv_s), float(cfg.hsv_v))
         self._colour: ColourJitter | None = None  # built lazily: once per worker process
         self._canvas: np.ndarray | None = None  # mosaic buffer, per process
         keep = [~r.iscrowd if include_difficult else r.train_mask for r in self.records]
@@ -169,37 +165,6 @@ class TrainDataset(Dataset):
         return out, b[keep], cls[keep]
 
 
-class EvalDataset(Dataset):
-    """Letterboxed images for evaluation/prediction: (uint8 (3, S, S) RGB, index, scale, (pad_x, pad_y)).
-    An image that fails to load becomes a grey image (no detections; its boxes count as misses),
-    logged and counted in `load_failures`; evaluation does not stop."""
-    worker_init_fn = staticmethod(seed_worker)
-
-    def __init__(self, records: list[Record], img_size: int):
-        self.records = list(records)
-        self.img_size = int(img_size)
-        self._failures = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    @property
-    def load_failures(self) -> int:
-        return int(self._failures[0])
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, float, tuple[int, int]]:
-        rec = self.records[index]
-        s = self.img_size
-        try:
-            img, scale, pad = letterbox(load_image(rec.image, (rec.width, rec.height)), s)
-        except _LOAD_ERRORS as e:
-            log.warning("unreadable evaluation image (scored as a grey image): %s", e)
-            self._failures[0] += 1
-            img = np.full((s, s, 3), 114, np.uint8)
-            scale, pad = letterbox_params(rec.width, rec.height, s)
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), index, scale, pad
-
-
 def train_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """-> images uint8 (B, 3, S, S), targets float32 (M, 6) [batch_index, cls, x1, y1, x2, y2]."""
     images = torch.stack([b[0] for b in batch])
@@ -207,43 +172,12 @@ def train_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch
     return images, torch.cat(targets) if targets else torch.zeros((0, 6))
 
 
-def eval_collate(batch: list[tuple[torch.Tensor, int, float, tuple[int, int]]]
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> images uint8 (B, 3, S, S), indices int64 (B,), scales float32 (B,), pads float32 (B, 2) [pad_x, pad_y]."""
-    images = torch.stack([b[0] for b in batch])
-    indices = torch.tensor([b[1] for b in batch], dtype=torch.int64)
-    scales = torch.tensor([b[2] for b in batch], dtype=torch.float32)
-    pads = torch.tensor([b[3] for b in batch], dtype=torch.float32).reshape(-1, 2)
-    return images, indices, scales, pads
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffled order = f(seed, epoch): resuming at epoch k sees the same order as the first run did."""
-
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def make_loader(dataset: Dataset, batch_size: int, workers: int = 2, shuffle: bool = False, seed: int = 0,
-                drop_last: bool = False, sampler: Sampler | None = None, pin_memory: bool = False) -> DataLoader:
-    """DataLoader with the right collate, seeded workers and (when shuffling) an EpochSampler; call
-    `loader.sampler.set_epoch(e)` and `dataset.set_epoch(e)` at the start of each epoch."""
-    train = isinstance(dataset, TrainDataset)
-    if sampler is None:
-        sampler = EpochSampler(len(dataset), shuffle, seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=train_collate if train else eval_collate, worker_init_fn=seed_worker,
-                      persistent_workers=workers > 0, pin_memory=pin_memory, drop_last=drop_last,
-                      prefetch_factor=4 if workers > 0 else None)
+def build_loader(dataset: TrainDataset, batch_size: int, workers: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """The training DataLoader (the trainer and the benchmarks): `batch_size` samples per process, shuffled by
+    a DistributedSampler (order = f(seed, epoch), this process's share of it), seeded workers. At the start of
+    each epoch call `loader.sampler.set_epoch(e)` and `dataset.set_epoch(e)`."""
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=train_collate,
+                      pin_memory=pin_memory, drop_last=len(dataset) > batch_size, persistent_workers=workers > 0,
+                      worker_init_fn=seed_worker)

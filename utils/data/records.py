@@ -1,4 +1,5 @@
-"""The one record every reader produces, and the report of what was skipped or repaired on the way.
+"""The one record every reader produces, the report of what was skipped or repaired on the way, and the
+resolved data set (`DataSpec`, built by spec.py) that says where each split's sources are.
 
 VOC, COCO and YOLO-txt all end up as a list of `Record`s (boxes xyxy, float32, continuous 0-based
 pixels of the original image), so everything downstream (augmentation, evaluation, anchors) is
@@ -48,14 +49,6 @@ class Record:
 
     def __len__(self) -> int:
         return len(self.boxes)
-
-
-def make_record(image: str, width: int, height: int, boxes=None, classes=None, difficult=None,
-                iscrowd=None, image_id: int = 0, area=None) -> Record:
-    """Record with empty arrays where nothing is given (a negative image)."""
-    boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes
-    classes = np.zeros((0,), np.int64) if classes is None else classes
-    return Record(str(image), int(width), int(height), boxes, classes, difficult, iscrowd, int(image_id), area)
 
 
 @dataclass
@@ -141,3 +134,37 @@ class SplitSource:
 
     def key(self) -> str:
         return f"{self.path}|{self.subset}|{self.images}|{self.holdout}"
+
+
+@dataclass
+class DataSpec:
+    """A resolved data set: `format` in voc/coco/yolo, class `names`, `splits` -> sources."""
+    format: str
+    names: list[str]
+    root: Path
+    splits: dict[str, list[SplitSource]]
+    source: str = ""  # what the user passed
+    cat_ids: list[int] | None = None  # coco: category id of each class index (for json export)
+    cache: bool = True  # write/read the label cache next to the data
+    synthetic: bool = False
+    # objects of classes not in `names`: False skips the image as a bad sample (a typo shows);
+    # True ("unlisted_classes: drop") drops those objects and keeps the image: training on a subset
+    drop_unlisted: bool = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def has_split(self, split: str) -> bool:
+        return bool(self.splits.get(split))
+
+    def describe(self) -> str:
+        parts = [f"{self.format} data set '{self.source}' ({self.num_classes} classes, root {self.root})"]
+        for s, srcs in self.splits.items():
+            parts.append(f"  {s}: " + ", ".join(_short(x) for x in srcs))
+        return "\n".join(parts)
+
+
+def _short(s: SplitSource) -> str:
+    txt = Path(s.path).name + (f"/{s.subset}" if s.subset else "")
+    return txt + (f" ({s.holdout[0]} part of a {1 - s.holdout[1]:.0%}/{s.holdout[1]:.0%} split)" if s.holdout else "")

@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMG_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# the one list of image extensions (data readers, predict.py's folders): what OpenCV decodes
+IMG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 _OPENCV_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "PPM"}
 _MODE_REPAIRS = {
     "L": "grayscale -> RGB", "1": "1-bit -> RGB", "P": None, "LA": "alpha dropped", "PA": "alpha dropped",

@@ -62,3 +62,11 @@ def increment_dir(path: str | Path, exist_ok: bool = False, mkdir: bool = True) 
             except FileExistsError:
                 pass
         n += 1
+
+
+def resolve_resume(path: Path) -> Path:
+    """A run directory or a checkpoint file -> the checkpoint to resume from."""
+    p = path / "weights" / "last.pt" if path.is_dir() else path
+    if not p.is_file():
+        raise FileNotFoundError(f"--resume {path}: no checkpoint at {p} (pass a run directory like runs/train/exp)")
+    return p

@@ -1,10 +1,11 @@
-"""Small torch helpers of the training loop: seeding, RNG state, EMA of weights, unwrapping DDP."""
+"""Small torch helpers of the training loop: seeding, RNG state, EMA of weights, unwrapping DDP, threads."""
 from __future__ import annotations
 
 import copy
 import math
 import os
 import random
+import shutil
 
 import numpy as np
 import torch
@@ -38,6 +39,18 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def set_threads_from_env() -> None:
+    """Respect OMP_NUM_THREADS when set (torchrun sets 1 per process by default)."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call ($CXX, else the usual names on PATH)."""
+    return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "clang++", "c++", "cl"))), None)
 
 
 def de_parallel(model: nn.Module) -> nn.Module:

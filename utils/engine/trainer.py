@@ -3,6 +3,11 @@
     Trainer(cfg).train()  ->  runs/train/<name>/{weights/last.pt, weights/best.pt, config.yaml,
                                results.csv, results.png, events.out.tfevents...}
 
+The loop (`train`) reads like torchvision's train_one_epoch / evaluate: before_train, then per epoch
+before_epoch, train_one_epoch, evaluate_when_due, after_epoch (logs, checkpoints, --time re-planning,
+early stop), then after_train. Logging, plots and the profiler are callbacks on named events
+(utils/engine/callbacks.py); `trainer.add_callback("on_epoch_end", fn)` adds a logger.
+
 Exact resume: data order and augmentation are functions of (seed, epoch, index), and the
 checkpoint carries optimizer, scaler, EMA, RNG states and the epoch, so a run stopped after
 epoch k and resumed ends bitwise equal (on CPU) to one run straight through.
@@ -10,42 +15,34 @@ epoch k and resumed ends bitwise equal (on CPU) to one run straight through.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile, schedule
-from torch.utils.data import DataLoader, DistributedSampler
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from nets.assets import read_anchors
 from nets.loss import YoloLoss, init_head_biases
-from nets.weights.checkpoint import CheckpointError, load_checkpoint, model_cfg_of, save_checkpoint
+from nets.weights.checkpoint import CheckpointError, checkpoint_dict, load_checkpoint, save_checkpoint
 from nets.weights.loader import load_pretrained
 from nets.yolo import YoloBody
 from utils.config import Config, config_to_dict, format_config, load_config, resolve_path, save_config
-from utils.data import TrainDataset, load_data_spec, load_records, train_collate
+from utils.data import load_data_spec, load_records
 from utils.data.anchors import check_anchors
+from utils.data.dataset import TrainDataset, build_loader
 from utils.device import select_device
+from utils.engine.callbacks import RESULT_FIELDS, Callback, add_callback, default_callbacks, run_callbacks
 from utils.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from utils.engine.multiscale import input_size_at, rescale_batch
 from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
-from utils.engine.runs import increment_dir
-from utils.engine.torch_utils import ModelEMA, de_parallel, rng_state, seed_everything, set_rng_state
+from utils.engine.runs import increment_dir, resolve_resume
+from utils.engine.torch_utils import ModelEMA, cpp_compiler, de_parallel, rng_state, seed_everything, set_rng_state
 from utils.eval.evaluate import evaluate_model
-from utils.viz.plots import plot_labels, plot_results, plot_train_batch
 
 CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
-PROFILE_STEPS = (3, 8)  # --profile records training steps 3..7 of the first epoch
-PREVIEW_BATCHES = 3  # --plots draws the first batches of the first epoch (train_batch0..2.jpg)
-RESULT_FIELDS = ["epoch", "box_loss", "obj_loss", "cls_loss", "lr", "mAP50", "mAP50-95", "epoch_time", "elapsed"]
 
 
 def accumulation_group(i: int, nb: int, accumulate: int) -> tuple[int, bool]:
@@ -57,23 +54,8 @@ def accumulation_group(i: int, nb: int, accumulate: int) -> tuple[int, bool]:
     return group, i == start + group - 1
 
 
-def cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend would call ($CXX, else the usual names on PATH)."""
-    return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "clang++", "c++", "cl"))), None)
-
-
 class TrainingDiverged(RuntimeError):
     """Loss became NaN or inf; the message says what to try."""
-
-
-def resolve_resume(path: str) -> Path:
-    """A run directory or a checkpoint file -> the checkpoint to resume from."""
-    p = resolve_path(path)
-    if p.is_dir():
-        p = p / "weights" / "last.pt"
-    if not p.is_file():
-        raise FileNotFoundError(f"--resume {path}: no checkpoint at {p} (pass a run directory like runs/train/exp)")
-    return p
 
 
 class Trainer:
@@ -83,8 +65,12 @@ class Trainer:
         self.log = log
         self.resume_ckpt = None
         if cfg.resume:
-            ckpt_path = resolve_resume(cfg.resume)
-            self.resume_ckpt = load_checkpoint(ckpt_path)
+            ckpt_path = resolve_resume(resolve_path(cfg.resume))
+            try:
+                self.resume_ckpt = load_checkpoint(ckpt_path)
+            except CheckpointError as e:
+                raise CheckpointError(f"--resume {cfg.resume}: {e} Only a run's weights/last.pt can be resumed: if it "
+                                      "is damaged, train again without --resume") from None
             train_state = self.resume_ckpt.get("train")
             if not train_state:
                 raise CheckpointError(f"{ckpt_path}: holds no training state (a best.pt or exported file?); "
@@ -105,6 +91,16 @@ class Trainer:
             self.save_dir = broadcast_object(run_dir, self.dist)
         self.weights_dir = self.save_dir / "weights"
         self.is_main = self.dist.is_main
+        self.callbacks = default_callbacks()
+        self.epoch, self.i, self.metrics, self.row = 0, 0, {}, {}  # what callbacks read (utils/engine/callbacks.py)
+
+    def add_callback(self, event: str, fn: Callback) -> None:
+        """Call `fn(trainer)` at `event` (the names and what a callback can read: utils/engine/callbacks.py)."""
+        add_callback(self.callbacks, event, fn)
+
+    def fire(self, event: str) -> None:
+        if self.is_main:
+            run_callbacks(self.callbacks, event, self)
 
     # ----------------------------------------------------------------------------- set-up
     def setup_data(self) -> None:
@@ -122,14 +118,8 @@ class Trainer:
             raise ValueError(f"data '{cfg.data}': the train split has no usable image; "
                              "run `python -m utils.data.check_dataset --data ...` to see why")
         self.train_set = TrainDataset(self.train_records, cfg.img_size, cfg, seed=cfg.seed)
-        per_rank = max(1, cfg.batch_size // self.dist.world_size)
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.dist.world_size, rank=self.dist.rank,
-                                          shuffle=True, seed=cfg.seed, drop_last=False)
-        self.train_loader = DataLoader(
-            self.train_set, batch_size=per_rank, sampler=self.sampler, num_workers=cfg.workers,
-            collate_fn=train_collate, pin_memory=self.device.type == "cuda", drop_last=len(self.train_set) > per_rank,
-            persistent_workers=cfg.workers > 0, worker_init_fn=getattr(self.train_set, "worker_init_fn", None),
-        )
+        self.train_loader = build_loader(self.train_set, max(1, cfg.batch_size // self.dist.world_size), cfg.workers,
+                                         cfg.seed, self.dist.rank, self.dist.world_size, self.device.type == "cuda")
 
     def setup_model(self) -> None:
         cfg = self.cfg
@@ -192,93 +182,161 @@ class Trainer:
             self.log(f"resuming {self.save_dir} from epoch {self.start_epoch} of {self.epochs}")
 
     def checkpoint(self, epoch: int, with_train_state: bool) -> dict:
-        model = de_parallel(self.train_model)
-        obj = {"version": 1, "epoch": epoch, "model": model.state_dict(),
-               "ema": self.ema.ema.state_dict() if self.ema else None,
-               "model_cfg": model_cfg_of(model, self.class_names, self.cfg.img_size), "train": None}
-        if with_train_state:
-            obj["train"] = {
-                "config": config_to_dict(self.cfg), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "ema_updates": self.ema.updates if self.ema else 0,
-                "epochs": self.epochs, "best_fitness": self.best_fitness, "bad_evals": self.bad_evals,
-                "elapsed": self.elapsed(), "rng": rng_state(),
-            }
-        return obj
+        """last.pt (with the resume state) or best.pt (without); the schema: nets/weights/checkpoint.py."""
+        train = {
+            "config": config_to_dict(self.cfg), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "ema_updates": self.ema.updates if self.ema else 0,
+            "epochs": self.epochs, "best_fitness": self.best_fitness, "bad_evals": self.bad_evals,
+            "elapsed": self.elapsed(), "rng": rng_state(),
+        } if with_train_state else None
+        return checkpoint_dict(de_parallel(self.train_model), ema=self.ema.ema.state_dict() if self.ema else None,
+                               epoch=epoch, train=train, class_names=self.class_names, img_size=self.cfg.img_size)
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t0
 
     # ----------------------------------------------------------------------------- loop
     def train(self) -> dict:
+        """Set up, then per epoch: train, evaluate when due (rank 0), log, checkpoint, re-plan; then finish."""
+        self.before_train()
+        epoch = self.start_epoch - 1
+        while (epoch := epoch + 1) < self.epochs:  # not range(): a --time budget re-plans self.epochs
+            self.before_epoch(epoch)
+            losses = self.train_one_epoch(epoch)
+            self.fire("on_train_epoch_end")
+            improved = self.evaluate_when_due(epoch) if self.is_main else False
+            if self.after_epoch(epoch, losses, improved):
+                break
+        return self.after_train()
+
+    def before_train(self) -> None:
         cfg = self.cfg
         self.setup_data()
         self.setup_model()
-        self.start_epoch, self.epochs, self.best_fitness, self.bad_evals, self.elapsed_before = 0, cfg.epochs, -1.0, 0, 0.0
+        self.start_epoch, self.epochs, self.best_fitness, self.bad_evals = 0, cfg.epochs, -1.0, 0
+        self.elapsed_before = 0.0
         if cfg.time > 0 and cfg.epochs == 0:
             self.epochs = 1000  # re-planned after the first epoch
         if self.resume_ckpt:
             self.restore()
+            if self.start_epoch >= self.epochs:
+                raise ValueError(f"--resume {cfg.resume}: the run already finished its {self.epochs} epochs, nothing "
+                                 f"to resume; to train on from its weights: --weights {self.weights_dir / 'best.pt'}")
         self.t0 = time.time()
-        writer = None
+        self.epoch_times: list[float] = []
+        self.nb = len(self.train_loader)
+        self.warmup_iters = min(max(round(cfg.warmup_epochs * self.nb), 50 if cfg.warmup_epochs > 0 else 0),
+                                max(1, self.nb * max(self.epochs, 1) // 2))
         if self.is_main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.save_dir / "config.yaml")
             self.log(format_config(cfg))
             self.log(f"{len(self.train_records)} train / {len(self.val_records)} val images, "
                      f"{len(self.class_names)} classes, device {self.device}, world size {self.dist.world_size}")
-            writer = SummaryWriter(str(self.save_dir))
-            if cfg.plots and not self.resume_ckpt:
-                recs = self.train_records
-                plot_labels([r.boxes for r in recs], [(r.width, r.height) for r in recs], [r.classes for r in recs],
-                            self.class_names, self.save_dir / "labels.png")
-        nb = len(self.train_loader)
-        warmup_iters = min(max(round(cfg.warmup_epochs * nb), 50 if cfg.warmup_epochs > 0 else 0), max(1, nb * max(self.epochs, 1) // 2))
-        epoch_times: list[float] = []
-        metrics = {}
-        epoch = self.start_epoch - 1
-        while (epoch := epoch + 1) < self.epochs:  # not range(): a --time budget re-plans self.epochs
-            t_epoch = time.time()
-            self.set_freeze(epoch < cfg.freeze_epochs)
-            self.sampler.set_epoch(epoch)
-            self.train_set.set_epoch(epoch)
-            self.train_set.mosaic_enabled = epoch < self.epochs - self.close_mosaic_epochs()
-            mean_items = self.train_one_epoch(epoch, nb, warmup_iters)
-            stop = False
-            final = epoch == self.epochs - 1
+        self.fire("on_train_start")
+
+    def before_epoch(self, epoch: int) -> None:
+        self.epoch, self.t_epoch = epoch, time.time()
+        self.set_freeze(epoch < self.cfg.freeze_epochs)
+        self.train_loader.sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        self.train_set.mosaic_enabled = epoch < self.epochs - self.close_mosaic_epochs()
+        self.fire("on_epoch_start")
+
+    def train_one_epoch(self, epoch: int) -> list[float]:
+        """One pass over the loader: lr schedule, (multi-scale) forward, loss, backward, an optimizer step every
+        `accumulate` batches. Returns the epoch's mean [box, obj, cls] losses."""
+        cfg, nb = self.cfg, self.nb
+        self.train_model.train()
+        sums, seen = [0.0, 0.0, 0.0], 0
+        bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.is_main,
+                   dynamic_ncols=True, leave=True)
+        t_last = time.time()
+        for self.i, self.batch in enumerate(bar):
+            self.fire("on_batch_start")
+            it = epoch * nb + self.i
+            factor = lr_factor(epoch + self.i / nb, self.epochs, cfg.scheduler, cfg.lrf)
+            set_learning_rates(self.optimizer, self.base_lr, factor, it, self.warmup_iters,
+                               cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
+            size = input_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
+            group, step_now = accumulation_group(self.i, nb, cfg.accumulate)
+            parts = self.train_step(*self.batch, size=size, group=group, step_now=step_now)
+            sums, seen = [a + b for a, b in zip(sums, parts)], seen + 1
+            self.mean_items = [a / seen for a in sums]
+            self.fire("on_batch_end")
             if self.is_main:
-                if (epoch + 1) % cfg.eval_interval == 0 or final:
-                    metrics = self.evaluate(plots=final and cfg.plots)
-                    fitness = metrics["mAP50-95" if cfg.best_metric == "map50_95" else "mAP50"]
-                    improved = fitness > self.best_fitness
-                    self.best_fitness = max(self.best_fitness, fitness)
-                    self.bad_evals = 0 if improved else self.bad_evals + 1
-                    stop = cfg.patience > 0 and self.bad_evals >= cfg.patience
-                    if stop:
-                        self.log(f"early stop: no improvement in {cfg.patience} evaluations (best {self.best_fitness:.4f})")
-                else:
-                    improved = False
-                epoch_times.append(time.time() - t_epoch)
-                if cfg.time > 0:
-                    self.epochs = self.plan_epochs(epoch, epoch_times)
-                row = {"epoch": epoch, "box_loss": mean_items[0], "obj_loss": mean_items[1], "cls_loss": mean_items[2],
-                       "lr": self.optimizer.param_groups[0]["lr"], "mAP50": metrics.get("mAP50", float("nan")),
-                       "mAP50-95": metrics.get("mAP50-95", float("nan")), "epoch_time": epoch_times[-1],
-                       "elapsed": self.elapsed()}
-                self.log_epoch(row, writer)
-                save_checkpoint(self.weights_dir / "last.pt", self.checkpoint(epoch, with_train_state=True))
-                if improved:
-                    save_checkpoint(self.weights_dir / "best.pt", self.checkpoint(epoch, with_train_state=False))
-            stop, self.epochs = broadcast_object((stop, self.epochs), self.dist)
-            if stop:
-                break
-        result = {"save_dir": str(self.save_dir), "best_fitness": self.best_fitness, **metrics}
+                t_last = self.show_progress(bar, self.batch[0].shape[0], t_last)
+        return [a / max(seen, 1) for a in sums]
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor, size: int | None = None, group: int = 1,
+                   step_now: bool = True) -> list[float]:
+        """One loader batch as the loop runs it: forward, loss, backward of loss / `group` (the group's mean: as one
+        batch `group` times as large), and the optimizer step when `step_now`. Returns [box, obj, cls]."""
+        # between optimizer steps DDP need not all-reduce: the gradients only add up locally
+        with self.ddp.no_sync() if self.ddp is not None and not step_now else contextlib.nullcontext():
+            loss, items = self.forward_loss(images, targets, size)
+            # the one host sync of the step: the finiteness check and the progress numbers share it
+            loss_value, *parts = torch.cat([loss.detach().reshape(1), items]).tolist()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"loss became {loss_value} at epoch {self.epoch + 1}, batch {self.i}: training diverged. Try a "
+                    f"lower --lr0 (now {self.cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
+                    f"`python -m utils.data.check_dataset --data {self.cfg.data}`")
+            self.scaler.scale(loss / group).backward()
+        if step_now:
+            self.step()
+        return parts
+
+    def show_progress(self, bar: tqdm, batch_size: int, t_last: float) -> float:
+        now = time.time()
+        mem = torch.cuda.memory_reserved(self.device) / 2**30 if self.device.type == "cuda" else 0.0
+        box, obj, cls = self.mean_items
+        bar.set_postfix_str(f"box {box:.4f} obj {obj:.4f} cls {cls:.4f} lr {self.optimizer.param_groups[0]['lr']:.2e} "
+                            f"{batch_size * self.dist.world_size / max(now - t_last, 1e-9):.1f} img/s"
+                            + (f" {mem:.1f}G" if mem else ""))
+        return now
+
+    def evaluate_when_due(self, epoch: int) -> bool:
+        """Every `eval_interval` epochs and at the last: score the EMA model, track the best and the evaluations
+        without improvement (early stop). True when this epoch is the best so far."""
+        cfg, final = self.cfg, epoch == self.epochs - 1
+        if (epoch + 1) % cfg.eval_interval and not final:
+            return False
+        self.metrics = self.evaluate(plots=final and cfg.plots)
+        fitness = self.metrics["mAP50-95" if cfg.best_metric == "map50_95" else "mAP50"]
+        improved = fitness > self.best_fitness
+        self.best_fitness = max(self.best_fitness, fitness)
+        self.bad_evals = 0 if improved else self.bad_evals + 1
+        return improved
+
+    def after_epoch(self, epoch: int, losses: list[float], improved: bool) -> bool:
+        """Rank 0: early-stop check, --time re-planning, the epoch's row to the loggers, checkpoints; then every
+        rank gets rank 0's decision. True: stop now."""
+        cfg, stop = self.cfg, False
         if self.is_main:
-            writer.close()
-            if cfg.plots:
-                plot_results(self.save_dir / "results.csv")
+            stop = cfg.patience > 0 and self.bad_evals >= cfg.patience
+            if stop:
+                self.log(f"early stop: no improvement in {cfg.patience} evaluations (best {self.best_fitness:.4f})")
+            self.epoch_times.append(time.time() - self.t_epoch)
+            if cfg.time > 0:
+                self.epochs = self.plan_epochs(epoch, self.epoch_times)
+            nan = float("nan")
+            self.row = dict(zip(RESULT_FIELDS, [epoch, *losses, self.optimizer.param_groups[0]["lr"],
+                                                self.metrics.get("mAP50", nan), self.metrics.get("mAP50-95", nan),
+                                                self.epoch_times[-1], self.elapsed()]))
+            self.fire("on_epoch_end")
+            save_checkpoint(self.weights_dir / "last.pt", self.checkpoint(epoch, with_train_state=True))
+            if improved:
+                save_checkpoint(self.weights_dir / "best.pt", self.checkpoint(epoch, with_train_state=False))
+        stop, self.epochs = broadcast_object((stop, self.epochs), self.dist)
+        return stop
+
+    def after_train(self) -> dict:
+        self.fire("on_train_end")
+        if self.is_main:
             self.log(f"done in {self.elapsed() / 60:.1f} min; weights in {self.weights_dir}")
         cleanup(self.dist)
-        return result
+        return {"save_dir": str(self.save_dir), "best_fitness": self.best_fitness, **self.metrics}
 
     def plan_epochs(self, epoch: int, epoch_times: list[float]) -> int:
         """With a --time budget: as many epochs as fit, from the median epoch time so far."""
@@ -297,55 +355,6 @@ class Trainer:
         for p in de_parallel(self.train_model).backbone.parameters():
             p.requires_grad_(not frozen)
 
-    def train_one_epoch(self, epoch: int, nb: int, warmup_iters: int) -> list[float]:
-        cfg, device = self.cfg, self.device
-        self.train_model.train()
-        totals = torch.zeros(3, device=device)
-        seen = 0
-        bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.is_main,
-                   dynamic_ncols=True, leave=True)
-        t_last = time.time()
-        profiler = self.start_profiler() if cfg.profile and epoch == self.start_epoch and self.is_main else None
-        for i, (images, targets) in enumerate(bar):
-            if profiler is not None:
-                profiler.step()
-                if i == PROFILE_STEPS[1]:
-                    self.finish_profiler(profiler)
-                    profiler = None
-            it = epoch * nb + i
-            set_learning_rates(self.optimizer, self.base_lr, lr_factor(epoch + i / nb, self.epochs, cfg.scheduler, cfg.lrf),
-                               it, warmup_iters, cfg.warmup_bias_lr if cfg.optimizer == "sgd" else 0.0, cfg.momentum)
-            if cfg.plots and self.is_main and epoch == 0 and i < PREVIEW_BATCHES:
-                plot_train_batch(images, targets, self.class_names, self.save_dir / f"train_batch{i}.jpg")
-            size = input_size_at(cfg.img_size, cfg.multi_scale, cfg.seed, it) if cfg.multi_scale > 0 else None
-            group, step_now = accumulation_group(i, nb, cfg.accumulate)
-            # between optimizer steps DDP need not all-reduce: the gradients only add up locally
-            with self.ddp.no_sync() if self.ddp is not None and not step_now else contextlib.nullcontext():
-                loss, items = self.forward_loss(images, targets, size)
-                totals += items
-                seen += 1
-                # the one host sync of the step: the finiteness check and the progress numbers share it
-                loss_value, *mean = torch.cat([loss.detach().reshape(1), totals / seen]).tolist()
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(
-                        f"loss became {loss_value} at epoch {epoch + 1}, batch {i}: training diverged. Try a lower "
-                        f"--lr0 (now {cfg.lr0}), --amp off, a longer --warmup-epochs, and check the data with "
-                        f"`python -m utils.data.check_dataset --data {cfg.data}`")
-                self.backward(loss / group)  # the group's mean: as one batch `group` times as large
-            if step_now:
-                self.step()
-            if self.is_main:
-                now = time.time()
-                mem = (torch.cuda.memory_reserved(device) / 2**30 if device.type == "cuda" else 0.0)
-                bar.set_postfix_str(f"box {mean[0]:.4f} obj {mean[1]:.4f} cls {mean[2]:.4f} "
-                                    f"lr {self.optimizer.param_groups[0]['lr']:.2e} "
-                                    f"{images.shape[0] * self.dist.world_size / max(now - t_last, 1e-9):.1f} img/s"
-                                    + (f" {mem:.1f}G" if mem else ""))
-                t_last = now
-        if profiler is not None:  # epoch shorter than the profiling window
-            self.finish_profiler(profiler)
-        return (totals / max(seen, 1)).tolist()
-
     def forward_loss(self, images: torch.Tensor, targets: torch.Tensor,
                      size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss and its (box, obj, cls) parts for a loader batch (uint8 images, targets rows of 6),
@@ -360,14 +369,6 @@ class Trainer:
             outputs = self.train_model(images)
         return self.criterion([o.float() for o in outputs], targets)
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward and step for one batch (no accumulation)."""
-        self.backward(loss)
-        self.step()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
     def step(self) -> None:
         """Clip, step, EMA. EMA reads the bare model (a DDP or compile wrapper renames keys)."""
         if self.cfg.grad_clip > 0:
@@ -379,25 +380,6 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
 
-    def start_profiler(self):
-        """torch.profiler over a few training steps (after `PROFILE_STEPS[0]` warm-up steps)."""
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
-        wait, active = PROFILE_STEPS[0], PROFILE_STEPS[1] - PROFILE_STEPS[0]
-        prof = profile(activities=activities, schedule=schedule(wait=wait - 1, warmup=1, active=active, repeat=1),
-                       record_shapes=False, profile_memory=True)
-        prof.start()
-        return prof
-
-    def finish_profiler(self, prof) -> None:
-        prof.stop()
-        trace = self.save_dir / "profile_trace.json"
-        prof.export_chrome_trace(str(trace))
-        key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
-        table = prof.key_averages().table(sort_by=key, row_limit=15)
-        (self.save_dir / "profile_top_ops.txt").write_text(table)
-        self.log(f"profile of training steps {PROFILE_STEPS[0]}-{PROFILE_STEPS[1] - 1} (top ops by {key}):\n{table}\n"
-                 f"trace: {trace} (open in https://ui.perfetto.dev or chrome://tracing)")
-
     @torch.no_grad()
     def evaluate(self, plots: bool = False) -> dict:
         """mAP of the EMA model on the val split; `plots`: also its PR curve and confusion matrix in the run."""
@@ -406,30 +388,8 @@ class Trainer:
         if not self.val_records:
             return {"mAP50": float("nan"), "mAP50-95": float("nan")}
         res = evaluate_model(model, self.val_records, self.class_names, cfg.img_size, cfg.batch_size, self.device,
-                             cfg.conf_thres, cfg.iou_thres, metric="coco", workers=cfg.workers,
+                             cfg.conf_thres, cfg.iou_thres, metric="coco", max_det=cfg.max_det,
                              plots_dir=self.save_dir if plots else None)
         coco = res["coco"]
         return {"mAP50": coco["AP50"], "mAP50-95": coco["AP"]}
 
-    def log_epoch(self, row: dict, writer) -> None:
-        path = self.save_dir / "results.csv"
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-        for k, v in row.items():
-            if k != "epoch" and not (isinstance(v, float) and math.isnan(v)):
-                writer.add_scalar(k, v, row["epoch"])
-        writer.flush()
-        self.log(f"epoch {row['epoch'] + 1}/{self.epochs}: box {row['box_loss']:.4f} obj {row['obj_loss']:.4f} "
-                 f"cls {row['cls_loss']:.4f}  mAP50 {row['mAP50']:.4f}  mAP50-95 {row['mAP50-95']:.4f}  "
-                 f"({row['epoch_time']:.0f} s)")
-
-
-def set_threads_from_env() -> None:
-    """Respect OMP_NUM_THREADS when set (torchrun sets 1 per process by default)."""
-    n = os.environ.get("OMP_NUM_THREADS")
-    if n and n.isdigit():
-        torch.set_num_threads(int(n))

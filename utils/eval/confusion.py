@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from utils.eval.metrics import DetTable, GtTable, tables_from_lists
 from utils.eval.report import save_json
+from utils.eval.tables import DetTable, GtTable
 
 BACKGROUND = "background"
 
@@ -142,13 +142,6 @@ def detection_confusion(dets: DetTable, gts: GtTable, class_names: Sequence[str]
                         iou: float = 0.45) -> ConfusionMatrix:
     """ConfusionMatrix of `dets` against `gts` (see the module docstring for the definition)."""
     return ConfusionMatrix(confusion_counts(dets, gts, len(class_names), conf, iou), list(class_names), conf, iou)
-
-
-def confusion_from_lists(preds: Sequence[Mapping[str, torch.Tensor]], gts: Sequence[Mapping[str, torch.Tensor]],
-                         class_names: Sequence[str], conf: float = 0.25, iou: float = 0.45) -> ConfusionMatrix:
-    """Same, from the per-image dicts of the metrics API (xyxy boxes; optional "iscrowd"/"difficult")."""
-    d, g = tables_from_lists(preds, gts)
-    return detection_confusion(d, g, class_names, conf, iou)
 
 
 def plot_confusion_matrix(cm: ConfusionMatrix, path: str | Path) -> Path:

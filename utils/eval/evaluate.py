@@ -1,24 +1,25 @@
 """Evaluation glue: a model or a detections file in, COCO / VOC numbers out.
 
     res = evaluate_model(model, records, class_names, 416, 16, "cpu", conf=0.001, iou=0.6, metric="coco")
-    res["coco"]["AP"], res["voc"]["mAP"]      # the fixed shape of utils/eval_report.metrics_dict
+    res["coco"]["AP"], res["voc"]["mAP"]      # the fixed shape of utils/eval/report.metrics_dict
 
 The ground truth of a split becomes an `EvalSet` (flat tables plus the ids that a COCO results json
 uses for its images and classes); detections become a `DetTable`; `score()` runs the metrics of
 utils/eval/metrics.py on them. `official_coco()` runs pycocotools' COCOeval on the same detections.
-Inference is the one shared path (utils/predictor.Predictor: letterbox -> model -> decode -> NMS ->
-un-letterbox), batched over utils/data's EvalDataset.
+Inference is predict.py's own path (`predict_paths` of utils/infer/predictor.py: read -> letterbox ->
+model -> decode -> NMS -> un-letterbox), so evaluation scores exactly the boxes predict.py draws.
+get_map.py's run around this (weights or a detections file in, reports out) is utils/eval/val_run.py.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,16 +122,21 @@ def evalset_from_records(records: Sequence[Any], class_names: Sequence[str], cat
                    [(int(r.width), int(r.height)) for r in records], source)
 
 
+def read_json(path: Path, what: str, hint: str, expected: str) -> Any:
+    """The parsed file, or an EvalInputError naming it: missing (with `hint`) or not JSON (expected `expected`)."""
+    if not path.is_file():
+        raise EvalInputError(f"{what} not found: {path}{' ' + hint if hint else ''}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvalInputError(f"{path}: not valid JSON ({e}); expected {expected}") from None
+
+
 def load_coco_ground_truth(path: str | Path) -> EvalSet:
     """EvalSet straight from a COCO instances json (no image files needed). Classes are the
     json's categories in id order; images without annotations count (as in COCOeval)."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"ground truth not found: {path} (pass a COCO instances json or a VOC folder)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not valid JSON ({e}); expected a COCO instances file") from None
+    data = read_json(path, "ground truth", "(pass a COCO instances json or a VOC folder)", "a COCO instances file")
     if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
         raise EvalInputError(f"{path}: expected a COCO instances json with 'images', 'annotations' and "
                              "'categories' (a results list goes to --detections)")
@@ -165,6 +171,17 @@ def load_coco_ground_truth(path: str | Path) -> EvalSet:
     return EvalSet(names, gts, list(ids), list(ids), cat_ids, sizes, str(path), path)
 
 
+def load_split(data: str | Path, split: str | None = None) -> tuple[EvalSet, list[Any], Any]:
+    """The ground truth of one split of a data set utils.data reads: EvalSet, its Records (the image files
+    to run a model on) and the load report. split None: val, else test, else train."""
+    spec = load_data_spec(data)
+    split = split or default_split(spec)
+    records, report = load_records(spec, split)
+    evalset = evalset_from_records(records, spec.names, spec.cat_ids,
+                                   keys="image_id" if spec.format == "coco" else "stem", source=f"{data} ({split})")
+    return evalset, records, report
+
+
 def load_ground_truth(path: str | Path, split: str | None = None) -> EvalSet:
     """A COCO instances json, or a data set utils.data reads (a VOC folder, a data YAML, ...)."""
     path = Path(path)
@@ -172,12 +189,7 @@ def load_ground_truth(path: str | Path, split: str | None = None) -> EvalSet:
         return load_coco_ground_truth(path)
     if not path.exists():
         raise EvalInputError(f"ground truth not found: {path} (pass a COCO instances json or a VOC folder)")
-
-    spec = load_data_spec(path)
-    split = split or default_split(spec)
-    records, _ = load_records(spec, split)
-    return evalset_from_records(records, spec.names, spec.cat_ids,
-                                keys="image_id" if spec.format == "coco" else "stem", source=f"{path} ({split})")
+    return load_split(path, split)[0]
 
 
 def default_split(spec: Any) -> str:
@@ -192,12 +204,7 @@ def load_detections(path: str | Path, evalset: EvalSet) -> DetTable:
     """A COCO results json ([{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...])
     checked against `evalset`: every id must be known and every box a real box."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"detections file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not valid JSON ({e}); expected a COCO results list") from None
+    data = read_json(path, "detections file", "", "a COCO results list")
     if isinstance(data, dict) and "annotations" in data:
         raise EvalInputError(f"{path}: this is an instances (ground-truth) file; --detections takes a COCO "
                              "results list [{\"image_id\", \"category_id\", \"bbox\", \"score\"}, ...]")
@@ -253,9 +260,10 @@ def load_detections(path: str | Path, evalset: EvalSet) -> DetTable:
 
 
 def detections_to_results(dets: DetTable, evalset: EvalSet) -> list[dict[str, Any]]:
-    """COCO results list (the format `load_detections` and pycocotools' loadRes read)."""
+    """COCO results list (the format `load_detections` and pycocotools' loadRes read). Scores keep full precision:
+    rounded, the near-equal scores of a weak model tie and re-scoring the file would rank them differently."""
     keys, cats = evalset.keys, evalset.cat_ids
-    return [{"image_id": keys[i], "category_id": cats[c], "bbox": [round(v, 3) for v in b], "score": round(s, 5)}
+    return [{"image_id": keys[i], "category_id": cats[c], "bbox": [round(v, 3) for v in b], "score": s}
             for i, c, b, s in zip(dets.image.tolist(), dets.labels.tolist(), dets.boxes.tolist(), dets.scores.tolist())]
 
 
@@ -330,22 +338,14 @@ def _no_detection_stats(evalset: EvalSet) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- inference
-def make_predictor(model: Any, class_names: Sequence[str] | None, img_size: int, device: Any, conf: float,
-                   iou: float, max_det: int = 300) -> Any:
-    """The shared Predictor set up for evaluation: every class over `conf` per box (multi-label)."""
-    return Predictor(model, img_size=img_size, class_names=class_names, conf_thres=conf, iou_thres=iou,
-                     max_det=max_det, multi_label=True, device=device)
-
-
 @torch.inference_mode()
-def run_inference(predictor: Any, records: Sequence[Any], batch_size: int = 16, workers: int = 0,
-                  progress: bool = True, log: Callable[[str], Any] | None = None) -> list[dict[str, torch.Tensor]]:
+def run_inference(predictor: Any, records: Sequence[Any], batch_size: int = 16, progress: bool = True,
+                  log: Callable[[str], Any] | None = None) -> list[dict[str, torch.Tensor]]:
     """Detections (original pixels, CPU) for every record, in record order.
 
     Runs predict.py's own loop (`predict_paths`: same reader, letterbox geometry and batching), so
     evaluation scores exactly the boxes predict.py draws. Images are read by threads one batch
-    ahead; `workers` is accepted for callers' convenience and not needed. An unreadable image is
-    scored as having no detections, and counted.
+    ahead. An unreadable image is scored as having no detections, and counted.
     """
     out: list[dict[str, torch.Tensor]] = []
     failures: list[str] = []
@@ -367,18 +367,20 @@ def predictions_to_table(preds: Sequence[dict[str, torch.Tensor]]) -> DetTable:
 
 
 def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str], img_size: int, batch_size: int,
-                   device: Any, conf: float = 0.001, iou: float = 0.6, metric: str = "coco", workers: int = 0,
+                   device: Any, conf: float = 0.001, iou: float = 0.6, metric: str = "coco",
                    progress: bool = False, voc_iou: float = 0.5, max_det: int = 300,
                    plots_dir: str | Path | None = None) -> dict[str, Any]:
     """Score `model` on `records` (training-time evaluation): the fixed-shape dict of
-    utils/eval_report.metrics_dict. The model's train/eval mode is restored afterwards.
+    utils/eval/report.metrics_dict. The model's train/eval mode is restored afterwards.
     `plots_dir`: also draw pr_curve.png and the confusion matrix there (a run's last evaluation)."""
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        predictor = make_predictor(model, class_names, img_size, device, conf, iou, max_det)
-        preds = run_inference(predictor, records, batch_size, workers, progress)
+        # every class over `conf` per box (multi-label), as COCO evaluation expects
+        predictor = Predictor(model, img_size=img_size, class_names=class_names, conf_thres=conf, iou_thres=iou,
+                              max_det=max_det, multi_label=True, device=device)
+        preds = run_inference(predictor, records, batch_size, progress)
     finally:
         if was_training:
             model.train()
@@ -386,17 +388,7 @@ def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str
     dets = predictions_to_table(preds)
     outcome = score(evalset, dets, metric, voc_iou=voc_iou, device=predictor.device)
     if plots_dir is not None:
-
         plot_pr_curves(plots_dir, evalset.class_names, outcome.coco, outcome.voc, per_class=False)
         save_confusion(plots_dir, detection_confusion(dets, evalset.gts, evalset.class_names))
     return outcome.as_dict()
 
-
-def summary_line(d: dict[str, Any]) -> str:
-    """One line for logs from the fixed-shape dict."""
-    parts = []
-    c, v = d.get("coco", {}), d.get("voc", {})
-    for name, val in (("AP50-95", c.get("AP")), ("AP50", c.get("AP50")), ("vocMAP", v.get("mAP"))):
-        if val is not None and not (isinstance(val, float) and math.isnan(val)):
-            parts.append(f"{name} {val:.4f}")
-    return "  ".join(parts)

@@ -8,16 +8,22 @@ predict.py and get_map.py need.
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
+from nets.fuse import fuse_conv_bn
+from nets.weights.checkpoint import model_cfg_of
 from nets.weights.loader import load_model
+from utils.config import Config
 
-DEFAULT_OPSET = 17  # widely supported by onnxruntime, TensorRT and OpenVINO releases
+DEFAULT_OPSET = Config().opset  # 17: widely supported by onnxruntime, TensorRT and OpenVINO releases
 
 
 def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = None, batch_size: int = 1,
@@ -27,13 +33,6 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
     Height and width stay dynamic (unless `static`) so predict.py feeds the same rect inputs as
     with the .pt weights; `dynamic` also frees the batch dimension.
     """
-    import onnx
-    import torch
-
-    from nets.fuse import fuse_conv_bn
-    from nets.weights.checkpoint import model_cfg_of
-    from nets.weights.loader import load_model
-
     model = load_model(weights, device="cpu")
     size = int(img_size or model.img_size)
     if size % 32:
@@ -94,3 +93,20 @@ def check_parity(weights: str | Path, onnx_path: str | Path, batch: int = 1, see
         got = session.run(["out_s32", "out_s16"], {"images": x.numpy()})
         diff = max(diff, *(float(np.abs(r - o).max()) for r, o in zip(ref, got)))
     return diff
+
+
+def export_checked(cfg: Config, weights: str | Path, output: str | Path = "", dynamic: bool = False,
+                   static: bool = False) -> dict[str, Any]:
+    """export.py's run (and `Detector.export`): export with the shared keys (img_size 0: the trained size,
+    batch_size, opset, fuse), then measure the onnxruntime-vs-PyTorch parity; returns the report."""
+    weights = Path(weights)
+    if weights.suffix.lower() == ".onnx":
+        raise ValueError(f"{weights} is already ONNX; pass the .pt checkpoint it came from")
+    output = Path(output) if output else weights.with_suffix(".onnx")
+    dynamic_batch = dynamic and not static
+    t0 = time.perf_counter()
+    export_onnx(weights, output, cfg.img_size or None, cfg.batch_size, dynamic_batch, cfg.opset, cfg.fuse, static)
+    diff = check_parity(weights, output, batch=2 if dynamic_batch else cfg.batch_size)
+    return {"onnx": str(output), "opset": cfg.opset, "dynamic_batch": dynamic_batch, "dynamic_hw": not static,
+            "size_mb": round(output.stat().st_size / 2**20, 2), "max_abs_diff_raw_heads": diff,
+            "seconds": round(time.perf_counter() - t0, 2)}

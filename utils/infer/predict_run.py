@@ -1,14 +1,17 @@
 """predict.py's run: sources (images, folders, globs, videos, cameras), the run folder writer
 (annotated media, predictions.json, labels, crops, counts, overlays) and the loop that ties them
-to the shared `Predictor` / `predict_paths` of `utils/infer/predictor.py`."""
+to the shared `Predictor` / `predict_paths` of `utils/infer/predictor.py`.
+
+    summary = predict_sources(cfg, weights, ["imgs/", "clip.mp4"], make_run_dir, PredictOptions(save_txt=True))
+"""
 from __future__ import annotations
 
 import glob as _glob
 import json
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ import torch
 from tqdm import tqdm
 
 from nets.decode import objectness_maps
+from utils.config import Config
+from utils.data.validate import IMG_EXTS
 from utils.infer.predictor import LetterboxInfo, Predictor, detections_to_numpy, predict_paths
 from utils.viz.attention_maps import detect_with_maps, overlay_panels
 from utils.viz.draw import draw_detections, map_to_image, overlay_heatmap, tile
@@ -25,7 +30,6 @@ from utils.viz.draw import draw_detections, map_to_image, overlay_heatmap, tile
 # =================================================================================================
 # Running over user sources (predict.py): images, folders, globs, videos, cameras -> a run folder.
 # =================================================================================================
-IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".gif", ".asf", ".ts"}
 
 
@@ -49,9 +53,9 @@ def collect_sources(specs: Sequence[str]) -> tuple[list[Source], list[str]]:
     for spec in specs:
         p = Path(spec).expanduser()
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in {*IMG_EXTS, *VIDEO_EXTS})
             if not files:
-                problems.append(f"{spec}: folder holds no images or videos ({', '.join(sorted(IMAGE_EXTS))}; "
+                problems.append(f"{spec}: folder holds no images or videos ({', '.join(sorted(IMG_EXTS))}; "
                                 f"{', '.join(sorted(VIDEO_EXTS))})")
             sources += [Source(kind_of(f), str(f)) for f in files]
         elif p.is_file():
@@ -70,6 +74,7 @@ def collect_sources(specs: Sequence[str]) -> tuple[list[Source], list[str]]:
 
 @dataclass
 class PredictOptions:
+    """predict.py's output options (not shared with other modes, so not Config keys)."""
     save_img: bool = True
     save_txt: bool = False
     save_voc: bool = False
@@ -80,7 +85,7 @@ class PredictOptions:
     line_width: int | None = None
     hide_labels: bool = False
     hide_conf: bool = False
-    batch_size: int = 8
+    batch_size: int = 8  # predict_sources uses cfg.batch_size
     vid_stride: int = 1
     max_frames: int = 0  # per video/camera; 0 = all (a camera runs until Ctrl+C)
 
@@ -228,6 +233,33 @@ def _overlays(predictor: Predictor, writer: RunWriter, stem: str, img: np.ndarra
         d = writer.run_dir / "attention"
         d.mkdir(exist_ok=True)
         _imwrite(d / f"{stem}.jpg", tile(panels, titles))
+
+
+def predict_sources(cfg: Config, weights: str | Path, specs: Sequence[str], make_run_dir: Callable[[], Path],
+                    opts: PredictOptions, log: Callable[[str], Any] = print,
+                    warn: Callable[[str], Any] = print) -> tuple[Predictor, PredictSummary]:
+    """predict.py's run: expand `specs`, load the model with the shared inference keys of `cfg`, then detect
+    into the folder `make_run_dir()` returns (made only once the inputs and weights are known to be good).
+    Raises ValueError when there is nothing to process, OSError/ValueError/RuntimeError for bad weights."""
+    sources, problems = collect_sources(specs)
+    for msg in problems:
+        warn(f"warning: {msg}")
+    if not sources:
+        raise ValueError("nothing to process; pass image files, folders, globs, videos or a camera index")
+    predictor = Predictor.from_config(weights, cfg)
+    log(f"weights {weights}: {predictor.describe()}")
+    opts = replace(opts, batch_size=cfg.batch_size)
+    return predictor, run_predict(predictor, sources, make_run_dir(), opts, log=warn)
+
+
+def summary_lines(summary: PredictSummary, speed: dict[str, float]) -> list[str]:
+    """What predict.py prints at the end (detections per class, time per step)."""
+    counts = ", ".join(f"{n} {c}" for c, n in summary.counts.most_common()) or "nothing"
+    lines = [f"{summary.images} image(s), {summary.frames} video frame(s): {summary.detections} detections ({counts})"]
+    if summary.images + summary.frames:
+        lines.append(f"speed per image: {speed['preprocess']:.1f} ms letterbox, {speed['inference']:.1f} ms model, "
+                     f"{speed['postprocess']:.1f} ms decode+NMS")
+    return lines
 
 
 def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, opts: PredictOptions,

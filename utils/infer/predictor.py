@@ -9,8 +9,7 @@ a user sees are exactly the boxes that get scored:
     # over image files, reading one batch ahead (what predict.py and evaluation run):
     for r in predict_paths(pred, paths, batch_size=16): ...
 
-    # batches that are already letterboxed tensors:
-    dets = pred.predict_tensor(images, infos)   # infos: LetterboxInfo or (scale, (pad_x, pad_y), (h, w))
+    pred = Predictor.from_config(weights, cfg)   # the shared inference keys of utils/config.py
 
 The "model" is a torch module (used as given: call .eval() first) or an onnxruntime session made
 from `export.py`'s file, whose metadata carries classes, input size and anchors. What predict.py
@@ -29,9 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from nets.assets import ANCHOR_MASKS, MAX_STRIDE, SCALE_X_Y, STRIDES
 from nets.decode import decode_outputs, non_max_suppression, unletterbox
 from nets.fuse import fuse_conv_bn
 from nets.weights.loader import load_model
+from utils.config import Config
 from utils.data.image import ImageError, load_image
 from utils.data.letterbox import letterbox
 from utils.device import select_device
@@ -48,16 +49,6 @@ class LetterboxInfo:
     pad: tuple[float, float]
     shape: tuple[int, int]
     input_shape: tuple[int, int] | None = None  # (S_h, S_w) of the network input it was placed in
-
-    @classmethod
-    def of(cls, obj: Any) -> "LetterboxInfo":
-        """Accept a LetterboxInfo, a dict with scale/pad/shape, or a (scale, pad, shape) tuple."""
-        if isinstance(obj, LetterboxInfo):
-            return obj
-        if isinstance(obj, dict):
-            return cls(float(obj["scale"]), tuple(obj["pad"]), tuple(int(v) for v in obj["shape"]))
-        scale, pad, shape = obj
-        return cls(float(scale), (float(pad[0]), float(pad[1])), (int(shape[0]), int(shape[1])))
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -133,8 +124,8 @@ class Predictor:
                                      "views; export it without --static to use --augment")
             num_classes = int(cfg["num_classes"])
             defaults = dict(img_size=int(cfg.get("img_size", 416)), class_names=cfg.get("class_names"),
-                            anchors=cfg["anchors"], masks=cfg.get("masks", ((3, 4, 5), (1, 2, 3))),
-                            strides=cfg.get("strides", (32, 16)), scale_x_y=float(cfg.get("scale_x_y", 1.0)))
+                            anchors=cfg["anchors"], masks=cfg.get("masks", ANCHOR_MASKS),
+                            strides=cfg.get("strides", STRIDES), scale_x_y=float(cfg.get("scale_x_y", SCALE_X_Y)))
         else:
             param = next(model.parameters())
             self.device = select_device(device) if device is not None else param.device
@@ -142,11 +133,11 @@ class Predictor:
             num_classes = int(model.num_classes)
             defaults = dict(img_size=getattr(model, "img_size", 416), class_names=getattr(model, "class_names", None),
                             anchors=model.anchors, masks=model.masks, strides=model.strides,
-                            scale_x_y=float(getattr(model, "scale_x_y", 1.0)))
+                            scale_x_y=float(getattr(model, "scale_x_y", SCALE_X_Y)))
         self.num_classes = num_classes
         self.img_size = int(img_size or defaults["img_size"])
-        if self.img_size % 32 or self.img_size <= 0:
-            raise ValueError(f"img_size {self.img_size} must be a positive multiple of 32")
+        if self.img_size % MAX_STRIDE or self.img_size <= 0:
+            raise ValueError(f"img_size {self.img_size} must be a positive multiple of {MAX_STRIDE}")
         names = class_names or defaults["class_names"] or [str(i) for i in range(num_classes)]
         self.class_names = list(names)
         if len(self.class_names) != num_classes:
@@ -168,7 +159,7 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights: str | Path, device: str | torch.device | None = "",
                      dtype: str | torch.dtype | None = "fp32", fuse: bool = True, threads: int = 0,
-                     **kwargs: Any) -> "Predictor":
+                     **kwargs: Any) -> Predictor:
         """Load a project checkpoint (.pt) or an exported .onnx; phi, classes, size come from the file.
 
         threads > 0 caps the CPU threads (torch's global setting, or the onnxruntime session's).
@@ -190,11 +181,18 @@ class Predictor:
         model = load_model(path, device="cpu")
         kwargs.setdefault("anchors", model.anchors.clone())  # float32: bf16 would round 319 to 320
         if fuse:
-
             model = fuse_conv_bn(model, inplace=True)
         # channels-last: oneDNN (CPU) and cuDNN (fp16/bf16 tensor cores) run these convs faster so
         model = model.to(device=dev, dtype=dt, memory_format=torch.channels_last).eval()
         return cls(model, device=dev, dtype=dt, **kwargs)
+
+    @classmethod
+    def from_config(cls, weights: str | Path, cfg: Config, multi_label: bool = False) -> Predictor:
+        """from_weights with the shared inference keys of `cfg` (predict.py, get_map.py and utils/api.py)."""
+        return cls.from_weights(weights, device=cfg.device, dtype=cfg.dtype, fuse=cfg.fuse, threads=cfg.threads,
+                                img_size=cfg.img_size or None, conf_thres=cfg.conf_thres, iou_thres=cfg.iou_thres,
+                                max_det=cfg.max_det, classes=cfg.classes or None, agnostic=cfg.agnostic_nms,
+                                multi_label=multi_label, rect=cfg.rect, augment=cfg.augment)
 
     def resolve_classes(self, classes: Sequence[int | str] | None) -> list[int] | None:
         """Class filter given as ids or names -> ids; unknown ones raise naming the valid choices."""
@@ -279,7 +277,7 @@ class Predictor:
         return out
 
     @torch.inference_mode()
-    def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[Any],
+    def postprocess(self, raw: Sequence[torch.Tensor], infos: Sequence[LetterboxInfo],
                     extra: Sequence[torch.Tensor] = ()) -> list[dict[str, torch.Tensor]]:
         """Decode + NMS in network-input pixels, then boxes back to each original image, clipped.
         `extra`: more decoded predictions for the same inputs (the --augment views), NMS'd together."""
@@ -289,7 +287,6 @@ class Predictor:
         dets = non_max_suppression(pred, self.conf_thres, self.iou_thres, self.max_det, self.classes,
                                    self.agnostic, self.multi_label)
         for det, info in zip(dets, infos):
-            info = LetterboxInfo.of(info)
             det["boxes"] = unletterbox(det["boxes"], info.scale, info.pad, info.shape)
         return dets
 
@@ -328,15 +325,6 @@ class Predictor:
                 raws[i] = [r[k] for r in raw]
         self.times["images"] += n
         return dets, infos, raws
-
-    def predict_tensor(self, x: torch.Tensor, infos: Sequence[Any]) -> list[dict[str, torch.Tensor]]:
-        """Detections for a batch a data loader already letterboxed (float (B, 3, S_h, S_w) in [0, 1]).
-
-        The boxes equal those of `__call__` on the same images when the loader placed each image as
-        `input_shape(h, w)` says (square img_size when rect=False); `predict_paths` does that for files.
-        """
-        x = x.to(self.device)
-        return self.postprocess(self.infer(x), infos, self.augmented(x) if self.augment else [])
 
     def _now(self) -> float:
         if self.device.type == "cuda":
