@@ -1,0 +1,1 @@
+"""Attention ablation: train every --phi variant with the same data, seeds and budget, then one report."""

@@ -1,0 +1,1 @@
+"""Training: the Trainer and its loop events (callbacks), optimizer and schedule, EMA, DDP, multi-scale, run folders."""
