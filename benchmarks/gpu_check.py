@@ -8,15 +8,16 @@ so a hang or a crash in one part still leaves the others' figures):
   tests       the GPU-only tests (`pytest -m gpu`)
   train_fp16  a short real training on the built-in set with --amp fp16, killed (-9) after its first epoch
               and resumed from its last.pt: every epoch logged once, the loss falls, nothing is NaN, best.pt loads
-  train_bf16  the same with --amp bf16
+  train_bf16  the same with --amp bf16 (each skipped, with the reason, where this torch cannot autocast to it)
   ddp         train.py under torchrun, one process per GPU (NCCL; world size 1 still initialises the process
               group, the DistributedSampler and rank-0 writing), with SyncBN
   get_map     get_map.py on the fp16 run's best.pt with --device cuda and --device cpu: all 12 COCO numbers
               agree within 1e-4; and the metric alone for 5,000 images' detections on the device (goal < 1 s)
   predict     predict.py --half on a folder of the val images
   bench       benchmarks/run.py --sections loader,train,inference on the device (its own JSON, summarised)
-On a CPU, parts that need CUDA are recorded as skipped with the reason; --quick shrinks every part (64 px,
-a few images, two epochs) so the plumbing is checked in a minute or two, not the figures.
+On a CPU, parts that need CUDA are recorded as skipped with the reason (both training parts run there: fp16 with
+its grad scaler as on a GPU); --quick shrinks every part (64 px, a few images, two epochs) so the plumbing is
+checked in a few minutes, not the figures.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +39,7 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 from probes import run_child, tail  # noqa: E402
 
@@ -55,10 +57,19 @@ def settings(device: str, quick: bool) -> dict[str, Any]:
 
 
 def machine(device: str) -> dict[str, Any]:
-    import torch
+    import torch  # here, not at the top: a usage error or --help answers without loading torch
+
+    from utils.device import select_device
+    from utils.engine.torch_utils import AMP_DTYPES, autocast_supported
 
     info = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "device": device,
             "cpu_count": os.cpu_count()}
+    try:
+        kind = select_device(device).type
+    except ValueError:  # a CUDA device without CUDA: every part then fails and says why
+        kind = None
+    if kind:
+        info["autocast"] = {amp: autocast_supported(kind, dtype) for amp, dtype in AMP_DTYPES.items()}
     if torch.cuda.is_available():
         info.update(gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
@@ -93,14 +104,15 @@ def loads(weights: Path) -> str | None:
     return None if r["rc"] == 0 else tail(r["stderr"], 3)
 
 
-def interrupted(cmd: list[str], csv_path: Path, rows: int, timeout: float) -> dict[str, Any]:
-    """Run `cmd` and kill its whole process group (kill -9) once `csv_path` has `rows` epochs logged."""
+def interrupted(cmd: list[str], run: Path, timeout: float) -> dict[str, Any]:
+    """Run `cmd` and kill its whole process group (kill -9) once the run's first epoch is checkpointed: last.pt
+    appears (written after that epoch's results.csv row, so a kill between the two cannot happen here)."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     killed = False
     while proc.poll() is None and time.perf_counter() - t < timeout:
-        if len(read_results(csv_path)) >= rows:
+        if (run / "weights" / "last.pt").is_file():
             os.killpg(proc.pid, signal.SIGKILL)
             killed = True
             break
@@ -109,7 +121,7 @@ def interrupted(cmd: list[str], csv_path: Path, rows: int, timeout: float) -> di
         os.killpg(proc.pid, signal.SIGKILL)
     out = proc.communicate()[0]
     return {"command": " ".join(cmd), "rc": proc.returncode, "seconds": round(time.perf_counter() - t, 2),
-            "killed_after_epochs": rows if killed else None, "timed_out": not killed and proc.returncode is None,
+            "killed_after_epochs": 1 if killed else None, "timed_out": not killed and proc.returncode is None,
             "tail": tail(out, 15)}
 
 
@@ -118,11 +130,12 @@ def train_part(amp: str, ctx: dict[str, Any]) -> dict[str, Any]:
     nothing is NaN, every epoch was logged once and best.pt loads."""
     cfg, tmp = ctx["cfg"], ctx["tmp"]
     run = tmp / "runs" / f"amp_{amp}"
+    shutil.rmtree(run, ignore_errors=True)  # a --workdir used before: its last.pt would stop this run at once
     cmd = [sys.executable, "train.py", "--phi", "3", "--data", str(ctx["data"]), "--img", str(cfg["img"]),
            "--batch", str(cfg["batch"]), "--time", "0", "--epochs", str(cfg["epochs"]), "--workers", "2",
            "--device", ctx["device"], "--amp", amp, "--project", str(run.parent), "--name", run.name,
            "--exist-ok", "true", "--plots", "false"]
-    out = {"train": interrupted(cmd, run / "results.csv", 1, cfg["timeout"])}
+    out = {"train": interrupted(cmd, run, cfg["timeout"])}
     out["resume"] = child([sys.executable, "train.py", "--resume", str(run)], cfg["timeout"])
     rows = read_results(run / "results.csv")
     losses = [r["box_loss"] + r["obj_loss"] + r["cls_loss"] for r in rows]
@@ -145,14 +158,17 @@ def part_tests(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def part_train_fp16(ctx: dict[str, Any]) -> dict[str, Any]:
-    if ctx["device"] == "cpu":
-        return {"skipped": "fp16 autocast with a grad scaler trains on CUDA; on a CPU the trainer uses bf16 "
-                           "(the CPU test suite covers fp16 autocast where torch supports it)"}
-    return train_part("fp16", ctx)
+    return train_amp_part("fp16", ctx)
 
 
 def part_train_bf16(ctx: dict[str, Any]) -> dict[str, Any]:
-    return train_part("bf16", ctx)
+    return train_amp_part("bf16", ctx)
+
+
+def train_amp_part(amp: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    if ctx["autocast"].get(amp) is False:
+        return {"skipped": f"this torch cannot autocast to {amp} on {ctx['device']} (train.py refuses --amp {amp} there)"}
+    return train_part(amp, ctx)
 
 
 def part_ddp(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -272,15 +288,15 @@ def main(argv: list[str] | None = None) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = settings(device, args.quick)
+    info = machine(device)
     doc: dict[str, Any] = {"suite": "benchmarks/gpu_check.py", "created_utc": datetime.now(timezone.utc).isoformat(),
                            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-                           "device": device, "quick": args.quick, "settings": cfg, "machine": machine(device),
-                           "parts": {}}
+                           "device": device, "quick": args.quick, "settings": cfg, "machine": info, "parts": {}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(args.workdir or d)
         tmp.mkdir(parents=True, exist_ok=True)
         ctx = {"cfg": cfg, "tmp": tmp, "device": device, "data": write_data_yaml(tmp, cfg),
-               "reference_dir": args.reference_dir}
+               "reference_dir": args.reference_dir, "autocast": info.get("autocast", {})}
         for name in args.parts.split(","):
             print(f"[gpu_check] {name} ...", file=sys.stderr, flush=True)
             t = time.perf_counter()

@@ -83,7 +83,9 @@ def decode_outputs(outputs: Sequence[torch.Tensor], anchors: torch.Tensor,
     parts = []
     for out, mask, stride in zip(outputs, masks, strides):
         p = head_view(out.float(), len(mask))
-        box = cxcywh_to_xyxy(decode_boxes(p, anchors[list(mask)].to(p.device), stride, scale_x_y=scale_x_y))
+        # anchors[i] are views: indexing with the list would copy it to the GPU, a host sync per head
+        level_anchors = torch.stack([anchors[i] for i in mask]).to(p.device)
+        box = cxcywh_to_xyxy(decode_boxes(p, level_anchors, stride, scale_x_y=scale_x_y))
         parts.append(torch.cat((box, torch.sigmoid(p[..., 4:])), dim=-1).flatten(1, 3))
     return torch.cat(parts, dim=1)
 

@@ -47,3 +47,25 @@ def test_removing_the_csv_logger_stops_results_csv(tiny_voc, tmp_path):
 def test_unknown_event_is_an_error():
     with pytest.raises(ValueError, match="unknown training event 'on_epoch_finish'.*on_epoch_end"):
         add_callback({e: [] for e in EVENTS}, "on_epoch_finish", print)
+
+
+def test_kill_between_the_csv_row_and_last_pt_leaves_no_duplicate_row(tiny_voc, tmp_path, monkeypatch):
+    """results.csv is written at on_epoch_end, last.pt just after: a kill in between must not make the resumed
+    run log that epoch twice."""
+    import utils.engine.trainer as trainer_module
+
+    real = trainer_module.save_checkpoint
+
+    def killed_at_epoch_1(path, obj):
+        if obj["epoch"] == 1:
+            raise KeyboardInterrupt  # kill -9 after epoch 1's row, before its last.pt
+        real(path, obj)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", killed_at_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_cfg(tiny_voc, tmp_path, epochs=3, name="cut", plots=False), log=lambda *a: None).train()
+    csv_path = tmp_path / "cut" / "results.csv"
+    assert [int(r["epoch"]) for r in csv.DictReader(open(csv_path))] == [0, 1]  # epoch 1 logged, not saved
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real)
+    Trainer(make_cfg(tiny_voc, tmp_path, resume=str(tmp_path / "cut")), log=lambda *a: None).train()
+    assert [int(r["epoch"]) for r in csv.DictReader(open(csv_path))] == [0, 1, 2]

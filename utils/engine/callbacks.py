@@ -64,6 +64,22 @@ def write_csv(t) -> None:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in t.row.items()})
 
 
+def trim_csv(t) -> None:
+    """on_train_start of a resumed run: drop rows of epochs the checkpoint does not hold. A kill between an
+    epoch's row and its last.pt leaves such a row; that epoch trains again and writes it anew (no duplicate)."""
+    path = t.save_dir / "results.csv"
+    if not (t.resume_ckpt and path.is_file()):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["epoch"]) < t.start_epoch]
+    if len(kept) < len(rows):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS)
+            w.writeheader()
+            w.writerows(kept)
+
+
 def print_epoch(t) -> None:
     """on_epoch_end: one console line per epoch."""
     r = t.row
@@ -150,7 +166,7 @@ def default_callbacks() -> dict[str, list[Callback]]:
     """A fresh registry holding the default loggers (fresh TensorBoard and profiler state per trainer)."""
     tb, prof = TensorBoard(), Profiler()
     callbacks: dict[str, list[Callback]] = {e: [] for e in EVENTS}
-    for event, fn in (("on_train_start", tb.start), ("on_train_start", plot_run_labels),
+    for event, fn in (("on_train_start", trim_csv), ("on_train_start", tb.start), ("on_train_start", plot_run_labels),
                       ("on_epoch_start", prof.epoch_start), ("on_batch_start", prof.batch_start),
                       ("on_batch_start", plot_first_batches), ("on_train_epoch_end", prof.finish),
                       ("on_epoch_end", write_csv), ("on_epoch_end", tb.epoch_end), ("on_epoch_end", print_epoch),

@@ -37,7 +37,9 @@ def rescale_batch(images: torch.Tensor, targets: torch.Tensor, size: int) -> tup
     size x size. Bilinear, as the loader's resizes; boxes scale with the image."""
     if size == images.shape[-1] and size == images.shape[-2]:
         return images, targets
-    scale = torch.tensor([1.0, 1.0, size / images.shape[-1], size / images.shape[-2],
-                          size / images.shape[-1], size / images.shape[-2]], device=targets.device)
+    sx, sy = size / images.shape[-1], size / images.shape[-2]
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    return images, targets * scale.to(targets.dtype)
+    targets = targets.clone()  # scaled by Python numbers: a scale tensor made from a list is a host sync on CUDA
+    targets[:, 2::2] *= sx
+    targets[:, 3::2] *= sy
+    return images, targets

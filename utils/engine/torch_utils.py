@@ -1,4 +1,4 @@
-"""Small torch helpers of the training loop: seeding, RNG state, EMA of weights, unwrapping DDP, threads."""
+"""Small torch helpers of the training loop: seeding, RNG state, EMA of weights, unwrapping DDP, threads, AMP."""
 from __future__ import annotations
 
 import copy
@@ -6,6 +6,7 @@ import math
 import os
 import random
 import shutil
+import warnings
 
 import numpy as np
 import torch
@@ -51,6 +52,34 @@ def set_threads_from_env() -> None:
 def cpp_compiler() -> str | None:
     """The C++ compiler torch.compile's CPU backend would call ($CXX, else the usual names on PATH)."""
     return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("g++", "clang++", "c++", "cl"))), None)
+
+
+def autocast_supported(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether torch.autocast on `device_type` really computes in `dtype`: where it cannot, torch only warns and
+    runs in float32, so `--amp` would silently do nothing."""
+    if not torch.amp.is_autocast_available(device_type):
+        return False
+    x = torch.ones(2, 2, device=device_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast(device_type, dtype=dtype):
+            return (x @ x).dtype == dtype
+
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def amp_setup(amp: str, device_type: str) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+    """`--amp` (off | fp16 | bf16) on a device: the autocast dtype (None: off) and the grad scaler.
+
+    fp16 gradients underflow without loss scaling on a CPU as on a GPU (tests/test_amp.py), so fp16 scales on
+    both; bf16 has float32's exponent range and needs none. A dtype the device cannot autocast to is an error,
+    not a silent float32 run."""
+    dtype = AMP_DTYPES.get(amp)
+    if dtype is not None and not autocast_supported(device_type, dtype):
+        raise ValueError(f"--amp {amp}: this torch ({torch.__version__}) cannot autocast to {amp} on {device_type} "
+                         "(it would silently train in float32); use --amp off, or the other of fp16 / bf16")
+    return dtype, torch.amp.GradScaler(device_type, enabled=amp == "fp16")
 
 
 def de_parallel(model: nn.Module) -> nn.Module:

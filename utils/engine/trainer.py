@@ -39,7 +39,15 @@ from utils.engine.distributed import DistInfo, broadcast_object, cleanup, init_d
 from utils.engine.multiscale import input_size_at, rescale_batch
 from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
 from utils.engine.runs import increment_dir, resolve_resume
-from utils.engine.torch_utils import ModelEMA, cpp_compiler, de_parallel, rng_state, seed_everything, set_rng_state
+from utils.engine.torch_utils import (
+    ModelEMA,
+    amp_setup,
+    cpp_compiler,
+    de_parallel,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from utils.eval.evaluate import evaluate_model
 
 CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
@@ -146,8 +154,7 @@ class Trainer:
         self.base_lr = scaled_lr(cfg.lr0, cfg.batch_size * cfg.accumulate, cfg.nbs, cfg.optimizer)  # per step
         self.optimizer = build_optimizer(model, cfg.optimizer, self.base_lr, cfg.momentum, cfg.weight_decay)
         self.ema = ModelEMA(model, cfg.ema_decay) if cfg.ema else None
-        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16" and self.device.type == "cuda")
+        self.amp_dtype, self.scaler = amp_setup(cfg.amp, self.device.type)
         self.train_model: nn.Module = model
         self.ddp: nn.parallel.DistributedDataParallel | None = None  # for no_sync() while accumulating
         if self.dist.enabled:
