@@ -77,6 +77,7 @@ def test_warmup_values_at_known_iterations():
     assert quarter["bias"] == pytest.approx((0.1 - 0.09 * 0.25, 0.83425))
     done = at(150, factor=0.5)  # after warm-up: the schedule alone, every group alike
     assert [lr for lr, _ in done.values()] == [0.005] * 3
+    assert [m for _, m in done.values()] == [0.937] * 3  # exactly the configured momentum, not 0.8 + 0.137 * 99/100
     adam = build_optimizer(tiny_model(), "adam", lr=0.001, momentum=0.937, weight_decay=0.0)
     set_learning_rates(adam, 0.001, 1.0, 50, 100, 0.0, 0.937)  # Adam: bias starts at 0 too, beta1 warms up
     assert [g["lr"] for g in adam.param_groups] == pytest.approx([0.0005] * 3)

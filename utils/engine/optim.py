@@ -60,15 +60,17 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, base_lr: float, factor:
     Computed from the iteration count alone, so a resumed run gets the same lr as one run straight through.
     """
     target = base_lr * factor
+    w = min(iteration / warmup_iters, 1.0) if warmup_iters > 0 else 1.0
+    # momentum (Adam's beta1) rises from 0.8 and is `momentum` exactly from the end of warm-up on
+    beta = 0.8 + (momentum - 0.8) * w
     for group in optimizer.param_groups:
         lr = target
-        if iteration < warmup_iters:
-            w = iteration / warmup_iters
+        if w < 1.0:
             # biases start high and fall (YOLOv5's recipe for SGD; callers pass 0 for Adam)
             start = warmup_bias_lr if group.get("name") == "bias" else 0.0
             lr = start + (target - start) * w
-            if "momentum" in group:
-                group["momentum"] = 0.8 + (momentum - 0.8) * w
-            elif "betas" in group:
-                group["betas"] = (0.8 + (momentum - 0.8) * w, group["betas"][1])
+        if "momentum" in group:
+            group["momentum"] = beta
+        elif "betas" in group:
+            group["betas"] = (beta, group["betas"][1])
         group["lr"] = lr
