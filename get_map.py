@@ -3,6 +3,7 @@
     python get_map.py                                  # best.pt of the newest run, on its data's val split
     python get_map.py --weights best.pt --data configs/voc.yaml --split test --metric voc
     python get_map.py --cfg my.yaml --img 416 --augment   # the shared keys of configs/default.yaml
+    python get_map.py --weights best_openvino_model/ --data configs/voc.yaml   # an export (.onnx, OpenVINO IR)
     python get_map.py --detections results.json --ground-truth instances_val2017.json --official
     python get_map.py --detections results.json --ground-truth VOCdevkit/VOC2007 --split test
 
@@ -25,7 +26,7 @@ from utils.config import parse_config
 
 # the shared Config keys this script reads (flags, help and defaults from utils/config.py, mode "val")
 VAL_KEYS = ("weights", "data", "split", "img_size", "conf_thres", "iou_thres", "max_det", "augment", "rect", "dtype",
-            "fuse", "threads", "batch_size", "device", "plots")
+            "fuse", "threads", "backend", "opset", "batch_size", "device", "plots")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             ev = detections_of_file(args.detections, args.ground_truth, cfg.split, cfg.device, args.out)
         else:
             ev = detections_of_model(cfg, resolve_weights(cfg.weights), args.out)
-    except (EvalInputError, DataError, WeightsNotFoundError, FileNotFoundError, ValueError) as e:
+    except (EvalInputError, DataError, WeightsNotFoundError, OSError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     score_and_report(ev, opts)

@@ -3,6 +3,8 @@
     python predict.py img.jpg                       # newest runs/train/*/weights/best.pt
     python predict.py photos/ clip.mp4 --conf 0.4 --save-txt --heatmap
     python predict.py img.jpg --weights model.onnx  # same pipeline on onnxruntime
+    python predict.py img.jpg --weights best_openvino_model/  # ... on OpenVINO (export.py --format openvino)
+    python predict.py img.jpg --backend torch        # default auto: on a CPU the fastest installed runtime
 
 Phi, classes and input size come from the weights file. Results go to runs/predict/<name>/.
 The shared keys (--img, --conf, --iou, --max-det, --device, --half, ...) are those of configs/default.yaml,
@@ -18,7 +20,8 @@ from utils.config import parse_config
 
 # the shared Config keys this script reads (flags, help and defaults from utils/config.py, mode "predict")
 PREDICT_KEYS = ("weights", "img_size", "conf_thres", "iou_thres", "max_det", "classes", "agnostic_nms", "augment",
-                "rect", "device", "dtype", "threads", "batch_size", "fuse", "project", "name", "exist_ok")
+                "rect", "device", "dtype", "threads", "backend", "opset", "batch_size", "fuse", "project", "name",
+                "exist_ok")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple:
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor, summary = predict_sources(cfg, resolve_weights(cfg.weights), args.source,
                                              lambda: increment_dir(run_dir, exist_ok=cfg.exist_ok), opts,
                                              log=print, warn=lambda m: print(m, file=sys.stderr))
-    except (WeightsNotFoundError, OSError, ValueError, RuntimeError) as e:
+    except (WeightsNotFoundError, OSError, ValueError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(summary, predictor.speed())))

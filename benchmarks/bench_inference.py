@@ -1,5 +1,5 @@
 """Inference speed: end-to-end latency (image file -> boxes) at batch 1 and throughput at batch 32,
-for PyTorch eager, PyTorch fused (conv+BN folded, channels-last) and onnxruntime; prints JSON.
+for PyTorch eager, PyTorch fused (conv+BN folded, channels-last), onnxruntime and OpenVINO; prints JSON.
 
     python benchmarks/bench_inference.py                      # random-weight COCO-size model, phi 0
     python benchmarks/bench_inference.py --weights runs/train/exp/weights/best.pt --image photo.jpg
@@ -10,6 +10,7 @@ Our pipelines (all `utils.infer.predictor.Predictor`: cv2 read, letterbox, model
   fused         what predict.py runs: conv+BN folded, channels-last
   fused_square  the same at a square img_size x img_size input (rect=False)
   onnxruntime   export.py's graph (dynamic height/width) on onnxruntime's CPU provider
+  openvino      --backend openvino: the .pt's cached OpenVINO export, fp32 (auto on a CPU runs onnxruntime)
 All but fused_square use the rect input (long side img_size, short side padded to a multiple of 32).
 
 Comparison with bubbliiiing/yolov4-tiny-pytorch's `YOLO.detect_image` (benchmarks/reference_pipelines.py):
@@ -56,6 +57,7 @@ from nets.weights.loader import load_model  # noqa: E402
 from nets.yolo import YoloBody  # noqa: E402
 from utils.data.image import load_image  # noqa: E402
 from utils.engine.timing import interleaved  # noqa: E402
+from utils.infer.backends import installed, load_exported, load_onnx_session  # noqa: E402
 from utils.infer.predictor import Predictor, predict_paths  # noqa: E402
 
 
@@ -132,6 +134,9 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     fused_channels_last_fp16_cudagraph the fp16 model replayed from one captured CUDA graph (no per-kernel
                            launch cost, which dominates a small network on a fast GPU; CUDA only)
     onnxruntime            export.py's graph (dynamic batch) on onnxruntime (CUDA provider when there is one)
+    openvino / _bf16       export.py --format openvino's IR on OpenVINO's CPU plugin, fp32 / bf16 (AMX where the
+                           CPU has it); CPU only, when the openvino package is installed
+    openvino_int8          the same IR quantised by NNCF (--int8; calibrated on random inputs here: speed only)
 
     min_sample_s > 0 makes each timed sample that many seconds of back-to-back calls (reported per call):
     a throughput figure for fast GPUs, where one call is too short to time and idle gaps lower the clocks.
@@ -165,8 +170,6 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
         fns[name] = call
     providers = None
     if "onnxruntime" not in skip:
-        from utils.infer.predictor import load_onnx_session
-
         if onnx_path is None:
             from utils.export.onnx_export import export_onnx
 
@@ -178,6 +181,23 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
         providers = session.get_providers()
         feed = {session.get_inputs()[0].name: x.cpu().numpy()}
         fns["onnxruntime"] = lambda: session.run(None, feed)
+    if dev.type == "cpu" and installed("openvino"):
+        import openvino  # optional: only for the openvino rows
+
+        from utils.export.openvino_export import export_openvino
+
+        with tempfile.TemporaryDirectory(prefix="bench_ov_") as d:  # compiled models keep the weights in memory
+            xml = export_openvino(weights, Path(d) / "model.xml", img_size=size, dynamic=True)
+            native = ("BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")) and "bf16"
+            irs = {name: load_exported(xml, "openvino", dev, threads, precision)  # bf16 only where the CPU has it
+                   for name, precision in (("openvino", "fp32"), ("openvino_bf16", native)) if precision
+                   and name not in skip}
+            if "openvino_int8" not in skip and installed("nncf"):  # speed only: calibrated on random inputs
+                calib = [np.random.default_rng(i).random((1, 3, size, size), dtype=np.float32) for i in range(8)]
+                xml8 = export_openvino(weights, Path(d) / "int8.xml", img_size=size, dynamic=True, calibration=calib)
+                irs["openvino_int8"] = load_exported(xml8, "openvino", dev, threads)
+        x_np = x.numpy()
+        fns.update({name: (lambda ir=ir: ir.run(x_np)) for name, ir in irs.items()})
     reps = dict.fromkeys(fns, 1)
     for name, fn in list(fns.items()) if min_sample_s > 0 else []:
         fn()  # first call: allocations, cuDNN autotuning, onnxruntime's first run
@@ -217,7 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for every pipeline (torch, onnxruntime, the reference); 0: library defaults")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="pipelines to skip: eager fused fused_square onnxruntime approx throughput")
+                   help="pipelines to skip: eager fused fused_square onnxruntime openvino openvino_bf16 openvino_int8 "
+                        "approx throughput")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the reference pipelines are CPU-only)")
     p.add_argument("--out", default="", help="also write the JSON here")
     return p.parse_args(argv)
@@ -261,6 +282,9 @@ def _measure(args: argparse.Namespace, tmp: Path, conf: float, iou: float, dev: 
 
         onnx_path = export_onnx(weights, tmp / "model.onnx", img_size=size, dynamic=True)
         predictors["onnxruntime"] = Predictor.from_weights(onnx_path, device=dev, threads=args.threads, **kw)
+    if "openvino" not in skip and dev.type == "cpu" and installed("openvino"):
+        predictors["openvino"] = Predictor.from_weights(weights, device=dev, threads=args.threads, backend="openvino",
+                                                        log=lambda m: None, **kw)
 
     model = load_model(weights)
     result: dict = {

@@ -53,7 +53,8 @@ def section_machine(cfg: dict, args: argparse.Namespace) -> dict:
 
     versions = {"python": platform.python_version()}
     for name, dists in (("torch", ["torch"]), ("torchvision", ["torchvision"]),
-                        ("onnxruntime", ["onnxruntime", "onnxruntime-gpu"]), ("numpy", ["numpy"]),
+                        ("onnxruntime", ["onnxruntime", "onnxruntime-gpu"]), ("openvino", ["openvino"]),
+                        ("numpy", ["numpy"]),
                         ("opencv", ["opencv-python-headless", "opencv-python", "opencv-contrib-python"]),
                         ("albumentations", ["albumentations"]), ("pycocotools", ["pycocotools"])):
         versions[name] = "not installed"
@@ -322,7 +323,8 @@ def inference_figures(cfg: dict, args: argparse.Namespace, tmp: Path, bi: Any, e
     if args.device == "cuda" and cfg["gpu_large_batch"]:  # a fast GPU needs more than 32 images to fill it
         out["model_only_gpu_large_batch"] = bi.model_only_square(
             weights, size, cfg["gpu_large_batch"], args.device, cfg["infer_batched_runs"], 1, min_sample_s=0.2,
-            skip=("eager", "fused", "fused_channels_last", "fused_channels_last_bf16", "onnxruntime"))
+            skip=("eager", "fused", "fused_channels_last", "fused_channels_last_bf16", "onnxruntime", "openvino",
+                  "openvino_bf16"))
     e2e_argv = ["--weights", str(weights), "--img-size", str(size), "--runs", str(cfg["infer_runs"]),
                 "--warmup", str(cfg["infer_warmup"]), "--batch", str(cfg["infer_batch"]),
                 "--throughput-runs", str(max(1, cfg["infer_batched_runs"] // 2)), "--device", args.device]

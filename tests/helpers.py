@@ -1,6 +1,7 @@
 """Small helpers shared by test files (import as `from helpers import ...`)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from nets.yolo import YoloBody
@@ -23,3 +24,11 @@ def random_detector(phi: str = "cbam", num_classes: int = 3, seed: int = 0, zero
             if zero_head_bias:
                 torch.nn.init.zeros_(h.bias)
     return m
+
+
+def assert_same_heads(ref: list[np.ndarray], got: list[np.ndarray], atol: float = 1e-4) -> None:
+    """An exported runtime's raw heads equal PyTorch's (shapes and values), on outputs that are not trivially small."""
+    assert max(np.abs(r).max() for r in ref) > 0.5
+    for r, o in zip(ref, got):
+        assert r.shape == o.shape
+        np.testing.assert_allclose(o, r, atol=atol, rtol=0)

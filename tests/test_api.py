@@ -114,15 +114,21 @@ def test_val_equals_get_map(voc_run, tmp_path):
     assert set(numbers["coco"]["per_class"]) == set(TINY_CLASSES)
 
 
-def test_export_writes_an_onnx_that_predict_accepts(project, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_export_writes_a_model_that_predict_accepts(project, tmp_path, fmt):
+    if fmt == "openvino":
+        pytest.importorskip("openvino")
     weights = project / "runs/train/exp/weights/best.pt"
-    onnx_path = Detector(weights).export(format="onnx", output=str(tmp_path / "m.onnx"), img_size=64)
-    assert onnx_path == tmp_path / "m.onnx" and onnx_path.is_file()
+    output = tmp_path / ("m.onnx" if fmt == "onnx" else "ir/m.xml")
+    path = Detector(weights).export(format=fmt, output=str(output), img_size=64)
+    assert path == output and path.is_file()
     img = str(project / "a.jpg")
-    via_onnx = Detector(onnx_path, conf_thres=0.3).predict(img)[0]
-    via_torch = Detector(weights, conf_thres=0.3, img_size=64).predict(img)[0]
-    assert len(via_torch.boxes) > 0 and via_onnx.names == via_torch.names
-    np.testing.assert_allclose(via_onnx.boxes, via_torch.boxes, atol=1e-2)
+    via_export = Detector(path, conf_thres=0.3).predict(img)[0]
+    via_torch = Detector(weights, conf_thres=0.3, img_size=64, backend="torch").predict(img)[0]
+    assert len(via_torch.boxes) > 0 and via_export.names == via_torch.names
+    np.testing.assert_allclose(via_export.boxes, via_torch.boxes, atol=1e-2)
+    with pytest.raises(ValueError, match="format 'tflite'.*onnx, openvino"):
+        Detector(weights).export(format="tflite")
     with pytest.raises(ValueError, match="format 'tflite'"):
         Detector(weights).export(format="tflite")
 

@@ -229,7 +229,7 @@ def test_quick_full_suite(tmp_path):
     inf = doc["sections"]["inference"]["result"]
     assert positive(inf["gflop_per_image"]) and positive(inf["flop_limit_ms"])
     for key in ("model_only_batch1", "model_only_batched"):
-        assert set(inf[key]) == {"eager", "fused", "fused_channels_last", "onnxruntime"}
+        assert {"eager", "fused", "fused_channels_last", "onnxruntime"} <= set(inf[key])  # + openvino when installed
         for t in inf[key].values():
             assert t["min_ms"] <= t["median_ms"] <= t["max_ms"] and positive(t["x_of_flop_limit"])
     assert positive(inf["end_to_end"]["latency_batch1"]["fused"]["median_ms"])

@@ -210,8 +210,8 @@ def test_from_config_reads_the_shared_keys_with_predict_defaults(workspace):
     from utils.infer.predictor import Predictor
 
     weights = workspace / "runs/train/exp/weights/best.pt"
-    cfg = load_config(DEFAULT_CONFIG, {"classes": ["disc", "2"], "rect": False, "max_det": 7, "fuse": False},
-                      mode="predict")
+    cfg = load_config(DEFAULT_CONFIG, {"classes": ["disc", "2"], "rect": False, "max_det": 7, "fuse": False,
+                                       "backend": "torch"}, mode="predict")
     pred = Predictor.from_config(weights, cfg)
     assert (pred.conf_thres, pred.iou_thres, pred.img_size, pred.max_det) == (0.25, 0.45, 96, 7)
     assert pred.classes == [1, 2] and pred.rect is False and not pred.multi_label

@@ -7,6 +7,7 @@
         print(r.path, r.boxes, r.scores, r.names)            # boxes: (N, 4) xyxy in original pixels
     numbers = det.val(data="configs/voc.yaml")               # what get_map.py prints and writes to metrics.json
     onnx_path = det.export(format="onnx", dynamic=True)      # what export.py writes (parity-checked)
+    xml_path = det.export(format="openvino")                 # the OpenVINO IR; Detector(xml_path) runs it
     det.predict("photo.jpg", img_size=416, augment=True)     # any key of configs/default.yaml, per call
 
     det = Detector(phi="cbam")                               # no weights: train from scratch
@@ -29,7 +30,7 @@ from utils.config import DEFAULT_CONFIG, Config, config_to_dict, load_config
 from utils.engine.runs import latest_weights
 from utils.engine.trainer import Trainer
 from utils.eval.val_run import ReportOptions, detections_of_model, score_and_report
-from utils.export.onnx_export import export_checked
+from utils.export.export_run import export_checked
 from utils.infer.predict_run import collect_sources
 from utils.infer.predictor import Predictor, detections_to_numpy, predict_paths
 
@@ -112,14 +113,13 @@ class Detector:
 
     def export(self, format: str = "onnx", output: str = "", dynamic: bool = False, static: bool = False,
                **overrides: Any) -> Path:
-        """export.py on this model: the ONNX file (default: next to the weights), parity-checked against PyTorch."""
-        if format != "onnx":
-            raise ValueError(f"format '{format}' is not supported; export writes onnx")
-        report = export_checked(self.config("export", **overrides), self.model_path(), output, dynamic, static)
+        """export.py on this model: the ONNX file or OpenVINO IR .xml (default: next to the weights), parity-checked
+        against PyTorch."""
+        report = export_checked(self.config("export", **overrides), self.model_path(), output, dynamic, static, format)
         if report["max_abs_diff_raw_heads"] > PARITY_ATOL:
-            raise RuntimeError(f"onnxruntime and PyTorch differ by {report['max_abs_diff_raw_heads']:.2e} on the raw "
-                               f"heads of {report['onnx']}")
-        return Path(report["onnx"])
+            raise RuntimeError(f"{format} and PyTorch differ by {report['max_abs_diff_raw_heads']:.2e} on the raw "
+                               f"heads of {report[format]}")
+        return Path(report[format])
 
     def train(self, **overrides: Any) -> Path:
         """train.py with these keys, starting from this Detector's weights ("" = from scratch); returns the run's

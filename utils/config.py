@@ -102,6 +102,7 @@ class Config:
     classes: list[str] = field(default_factory=list)  # inference: keep only these classes (ids or names)
     agnostic_nms: bool = False  # NMS across classes (one box per object)
     threads: int = 0  # inference CPU threads (0: one per core)
+    backend: str = "auto"  # auto (CPU: the fastest installed, via a cached export) | torch | onnxruntime | openvino
     opset: int = 17  # export: ONNX opset
     best_metric: str = "map50_95"  # map50_95 | map50
     patience: int = 50  # stop after N evaluations without improvement; 0 disables
@@ -123,16 +124,18 @@ CHOICES = {
     "amp": ("off", "fp16", "bf16"),
     "best_metric": ("map50_95", "map50"),
     "dtype": ("fp32", "fp16", "bf16"),
+    "backend": ("auto", "torch", "onnxruntime", "openvino"),
 }
 # keys only predict/val/export read: train.py and ablate.py do not show them as flags
-INFERENCE_KEYS = ("split", "augment", "rect", "dtype", "fuse", "classes", "agnostic_nms", "threads", "opset")
+INFERENCE_KEYS = ("split", "augment", "rect", "dtype", "fuse", "classes", "agnostic_nms", "threads", "backend",
+                  "opset")
 # Each mode's own defaults, over configs/default.yaml's and under a user's --cfg file and flags (like
 # Ultralytics' per-mode defaults). img_size 0 and data "": what the weights file / its run was trained with.
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {},
     "val": {"img_size": 0, "data": "", "conf_thres": 0.001, "iou_thres": 0.6},
     "predict": {"img_size": 0, "conf_thres": 0.25, "iou_thres": 0.45, "batch_size": 8, "project": "runs/predict"},
-    "export": {"img_size": 0, "batch_size": 1},
+    "export": {"img_size": 0, "batch_size": 1, "data": ""},  # data: --int8's calibration images
 }
 PROBABILITIES = ("mosaic", "mixup", "fliplr", "multi_scale", "hsv_h", "hsv_s", "hsv_v", "label_smoothing",
                  "ignore_thresh", "obj_iou_ratio", "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")

@@ -80,7 +80,7 @@ def detections_of_model(cfg: Config, weights: Path, out: str = "", progress: boo
     evalset, records, report = load_split(data, cfg.split or None)
     if report.skipped:
         log(f"note: {len(report.skipped)} sample(s) of {evalset.source} skipped while loading (see the data report)")
-    predictor = Predictor.from_config(weights, cfg, multi_label=True)
+    predictor = Predictor.from_config(weights, cfg, multi_label=True, log=log)
     if predictor.num_classes != evalset.num_classes:
         raise ValueError(f"{weights}: a {predictor.num_classes}-class model cannot be scored on {data} "
                          f"({evalset.num_classes} classes); pass the --data it was trained on")

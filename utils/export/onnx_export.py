@@ -8,8 +8,8 @@ predict.py and get_map.py need.
 from __future__ import annotations
 
 import json
-import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from nets.weights.checkpoint import model_cfg_of
 from nets.weights.loader import load_model
 from utils.config import Config
 
+MODEL_CFG_KEY = "model_cfg"  # metadata key: JSON of the checkpoint's model_cfg plus masks and strides
+OUTPUT_NAMES = ["out_s32", "out_s16"]
 DEFAULT_OPSET = Config().opset  # 17: widely supported by onnxruntime, TensorRT and OpenVINO releases
 
 
@@ -50,13 +52,13 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
                 v[0] = "batch"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about python ints in check_input_size
-        torch.onnx.export(net, (x,), str(output), input_names=["images"], output_names=["out_s32", "out_s16"],
+        torch.onnx.export(net, (x,), str(output), input_names=["images"], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load(str(output))
     cfg = model_cfg_of(model, img_size=size)
     cfg.update(masks=model.masks, strides=model.strides)
     meta = {
-        "model_cfg": json.dumps(cfg),
+        MODEL_CFG_KEY: json.dumps(cfg),
         "names": json.dumps(cfg["class_names"]),
         "img_size": str(size),
         "anchors": json.dumps(cfg["anchors"]),
@@ -73,15 +75,16 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
     return output
 
 
-def check_parity(weights: str | Path, onnx_path: str | Path, batch: int = 1, seed: int = 0) -> float:
-    """Max |PyTorch - onnxruntime| over both raw heads on a random input (unfused PyTorch reference)."""
+def max_head_diff(weights: str | Path, run: Callable[[np.ndarray], list[np.ndarray]], shape: Sequence[Any],
+                  batch: int = 1, seed: int = 0) -> float:
+    """Max |PyTorch - run(x)| over both raw heads on random inputs (unfused PyTorch reference); `shape` is the
+    exported input's (B, 3, H, W) with strings or None for dynamic dimensions: a fixed H x W is fed as is, a
+    dynamic one as the square trained size and a rect (4:3) one. Every backend's export is checked by it."""
     model = load_model(weights, device="cpu")
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
     b = shape[0] if isinstance(shape[0], int) else batch
     if isinstance(shape[2], int):
         sizes = [(shape[2], shape[3])]
-    else:  # dynamic height/width: the square input and a rect (4:3) one
+    else:
         s = model.img_size
         sizes = [(s, s), (max(32, (s * 3 // 4) // 32 * 32), s)]
     g = torch.Generator().manual_seed(seed)
@@ -90,23 +93,13 @@ def check_parity(weights: str | Path, onnx_path: str | Path, batch: int = 1, see
         x = torch.rand(b, 3, h, w, generator=g)
         with torch.inference_mode():
             ref = [o.numpy() for o in model(x)]
-        got = session.run(["out_s32", "out_s16"], {"images": x.numpy()})
+        got = run(x.numpy())
         diff = max(diff, *(float(np.abs(r - o).max()) for r, o in zip(ref, got)))
     return diff
 
 
-def export_checked(cfg: Config, weights: str | Path, output: str | Path = "", dynamic: bool = False,
-                   static: bool = False) -> dict[str, Any]:
-    """export.py's run (and `Detector.export`): export with the shared keys (img_size 0: the trained size,
-    batch_size, opset, fuse), then measure the onnxruntime-vs-PyTorch parity; returns the report."""
-    weights = Path(weights)
-    if weights.suffix.lower() == ".onnx":
-        raise ValueError(f"{weights} is already ONNX; pass the .pt checkpoint it came from")
-    output = Path(output) if output else weights.with_suffix(".onnx")
-    dynamic_batch = dynamic and not static
-    t0 = time.perf_counter()
-    export_onnx(weights, output, cfg.img_size or None, cfg.batch_size, dynamic_batch, cfg.opset, cfg.fuse, static)
-    diff = check_parity(weights, output, batch=2 if dynamic_batch else cfg.batch_size)
-    return {"onnx": str(output), "opset": cfg.opset, "dynamic_batch": dynamic_batch, "dynamic_hw": not static,
-            "size_mb": round(output.stat().st_size / 2**20, 2), "max_abs_diff_raw_heads": diff,
-            "seconds": round(time.perf_counter() - t0, 2)}
+def check_parity(weights: str | Path, onnx_path: str | Path, batch: int = 1, seed: int = 0) -> float:
+    """Max |PyTorch - onnxruntime| over both raw heads (`max_head_diff`)."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return max_head_diff(weights, lambda x: session.run(OUTPUT_NAMES, {"images": x}),
+                         session.get_inputs()[0].shape, batch, seed)

@@ -246,7 +246,7 @@ def predict_sources(cfg: Config, weights: str | Path, specs: Sequence[str], make
         warn(f"warning: {msg}")
     if not sources:
         raise ValueError("nothing to process; pass image files, folders, globs, videos or a camera index")
-    predictor = Predictor.from_config(weights, cfg)
+    predictor = Predictor.from_config(weights, cfg, torch_only=opts.attention_maps, log=log)
     log(f"weights {weights}: {predictor.describe()}")
     opts = replace(opts, batch_size=cfg.batch_size)
     return predictor, run_predict(predictor, sources, make_run_dir(), opts, log=warn)
@@ -266,9 +266,10 @@ def run_predict(predictor: Predictor, sources: Sequence[Source], run_dir: Path, 
                 log: Any = print) -> PredictSummary:
     """Detect on every source, writing annotated media, predictions.json and the optional extras."""
     writer = RunWriter(run_dir, predictor.class_names, opts)
-    want_maps = opts.attention_maps and not predictor.onnx
-    if opts.attention_maps and predictor.onnx:
-        log("warning: --attention-maps needs .pt weights (ONNX models do not expose the features); skipped")
+    want_maps = opts.attention_maps and not predictor.exported
+    if opts.attention_maps and predictor.exported:
+        log("warning: --attention-maps needs .pt weights on --backend torch (exported models do not expose the "
+            "features); skipped")
     images = [s.path for s in sources if s.kind == "image"]
     streams = [s for s in sources if s.kind != "image"]
     try:

@@ -3,7 +3,7 @@
 `predict.py`, `get_map.py` and the evaluation during training all go through `Predictor`, so the boxes
 a user sees are exactly the boxes that get scored:
 
-    pred = Predictor.from_weights("runs/train/exp/weights/best.pt")    # or "model.onnx"
+    pred = Predictor.from_weights("runs/train/exp/weights/best.pt")    # or model.onnx, best_openvino_model/
     dets = pred([rgb_image, ...])      # per image {"boxes" (N,4) xyxy original px, "scores", "labels"}
 
     # over image files, reading one batch ahead (what predict.py and evaluation run):
@@ -11,15 +11,15 @@ a user sees are exactly the boxes that get scored:
 
     pred = Predictor.from_config(weights, cfg)   # the shared inference keys of utils/config.py
 
-The "model" is a torch module (used as given: call .eval() first) or an onnxruntime session made
-from `export.py`'s file, whose metadata carries classes, input size and anchors. What predict.py
-does around it (sources, run folder, drawing) is in `utils/infer/predict_run.py`.
+The "model" is a torch module (used as given: call .eval() first) or an `ExportedModel` (onnxruntime or
+OpenVINO, utils/infer/backends.py) made from `export.py`'s file, whose metadata carries classes, input size
+and anchors; `backend="auto"` picks the fastest for the weights (a .pt then runs its cached export).
+What predict.py does around it (sources, run folder, drawing) is in `utils/infer/predict_run.py`.
 """
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +36,12 @@ from utils.config import Config
 from utils.data.image import ImageError, load_image
 from utils.data.letterbox import letterbox
 from utils.device import select_device
+from utils.export.cache import cached_export
+from utils.export.onnx_export import DEFAULT_OPSET
+from utils.infer.backends import EXPORT_FORMAT, ExportedModel, load_exported, resolve_backend
 from utils.infer.tta import VIEWS, boxes_to_input, make_view
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-ONNX_META_KEY = "model_cfg"  # JSON of the checkpoint's model_cfg plus masks and strides
 
 
 @dataclass(frozen=True)
@@ -65,33 +67,16 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return out
 
 
-def is_onnx_session(model: Any) -> bool:
-    return hasattr(model, "run") and hasattr(model, "get_inputs") and hasattr(model, "get_modelmeta")
-
-
-def onnx_model_cfg(session: Any, path: str = "the ONNX model") -> dict:
-    """The model_cfg that export.py stored in the ONNX metadata (classes, img_size, anchors, ...)."""
-    meta = session.get_modelmeta().custom_metadata_map
-    if ONNX_META_KEY not in meta:
-        raise ValueError(f"{path}: no '{ONNX_META_KEY}' metadata (class names, input size, anchors); "
-                         "export it with `python export.py --weights best.pt --format onnx`")
-    return json.loads(meta[ONNX_META_KEY])
-
-
-def load_onnx_session(path: str | Path, device: torch.device, threads: int = 0) -> Any:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in available:
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = max(0, int(threads))  # 0: one per physical core
-    try:
-        return ort.InferenceSession(str(path), opts, providers=providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+def _load_exported(path: Path, backend: str, device: torch.device, dtype: torch.dtype, fuse: bool, threads: int,
+                   opset: int, log: Callable[[str], Any]) -> ExportedModel:
+    """`path` on an exported backend: an .onnx/.xml as is, a .pt through its cached export."""
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype)
+    if precision is None:
+        raise ValueError(f"the {backend} backend runs fp32 (openvino also bf16), not {dtype}; drop --dtype/--half "
+                         "or pass --backend torch")
+    if path.suffix.lower() == ".pt":
+        path = cached_export(path, EXPORT_FORMAT[backend], opset, fuse, log)
+    return load_exported(path, backend, device, threads, precision)
 
 
 class Predictor:
@@ -104,23 +89,19 @@ class Predictor:
                  multi_label: bool = False, rect: bool = True, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, augment: bool = False):
         self.model = model
-        self.onnx = is_onnx_session(model)
-        if self.onnx:
-            cfg = onnx_model_cfg(model)
+        self.exported = isinstance(model, ExportedModel)
+        if self.exported:
+            cfg = model.model_cfg
             self.device = select_device(device) if device is not None else torch.device("cpu")
             self.dtype = torch.float32
-            inp = model.get_inputs()[0]
-            self._input_name = inp.name
-            self._onnx_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-            self._output_names = [o.name for o in model.get_outputs()]
-            fixed_hw = inp.shape[2:4] if all(isinstance(v, int) for v in inp.shape[2:4]) else None
+            fixed_hw = model.fixed_hw
             if fixed_hw is not None:  # a graph exported for one input size: square letterbox to it
                 if img_size and int(img_size) != fixed_hw[0]:
-                    raise ValueError(f"this ONNX model takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; "
+                    raise ValueError(f"{model.path} takes {fixed_hw[0]}x{fixed_hw[1]} inputs only; "
                                      "export it without --static for other sizes")
                 img_size, rect = fixed_hw[0], False
                 if augment:
-                    raise ValueError("this ONNX model takes one input size only, and --augment runs scaled "
+                    raise ValueError(f"{model.path} takes one input size only, and --augment runs scaled "
                                      "views; export it without --static to use --augment")
             num_classes = int(cfg["num_classes"])
             defaults = dict(img_size=int(cfg.get("img_size", 416)), class_names=cfg.get("class_names"),
@@ -159,23 +140,30 @@ class Predictor:
     @classmethod
     def from_weights(cls, weights: str | Path, device: str | torch.device | None = "",
                      dtype: str | torch.dtype | None = "fp32", fuse: bool = True, threads: int = 0,
-                     **kwargs: Any) -> Predictor:
-        """Load a project checkpoint (.pt) or an exported .onnx; phi, classes, size come from the file.
+                     backend: str | None = None, opset: int = DEFAULT_OPSET, torch_only: bool = False,
+                     log: Callable[[str], Any] = print, **kwargs: Any) -> Predictor:
+        """Load a checkpoint (.pt), an .onnx or an OpenVINO IR (.xml or its folder); phi, classes, size come
+        from the file. backend None: the file's own runtime; "auto" and the rest: utils/infer/backends.py
+        (a .pt on an exported backend runs its cached export, made with `fuse` and `opset`).
 
-        threads > 0 caps the CPU threads (torch's global setting, or the onnxruntime session's).
+        threads > 0 caps the CPU threads (torch's global setting, or the exported runtime's).
         """
         path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights not found: {path} (pass --weights path/to/best.pt or model.onnx)")
+        if not (path.is_file() or (path.is_dir() and path.suffix != ".pt")):
+            raise FileNotFoundError(f"weights not found: {path} (pass --weights path/to/best.pt, model.onnx "
+                                    "or model.xml)")
         dev = select_device(device)
-        if path.suffix.lower() == ".onnx":
-            if dtype not in (None, "fp32", torch.float32):
-                raise ValueError("an ONNX model runs in the precision it was exported in (fp32); drop --dtype")
-            session = load_onnx_session(path, dev, threads)
-            onnx_model_cfg(session, str(path))  # fail here, naming the file, when metadata is missing
-            return cls(session, device=dev, **kwargs)
-
         dt = resolve_dtype(dtype, dev)
+        chosen = resolve_backend(backend, path, dev, torch_only, {torch.bfloat16: "bf16"}.get(dt, "fp32"))
+        if chosen != "torch":
+            try:
+                exported = _load_exported(path, chosen, dev, dt, fuse, threads, opset, log)
+            except (ImportError, ValueError, OSError) as e:
+                if backend != "auto" or path.suffix.lower() != ".pt":
+                    raise
+                log(f"note: backend auto: {chosen} unavailable ({e}); running torch")
+            else:
+                return cls(exported, device=dev, **kwargs)
         if threads > 0:
             torch.set_num_threads(int(threads))
         model = load_model(path, device="cpu")
@@ -187,9 +175,12 @@ class Predictor:
         return cls(model, device=dev, dtype=dt, **kwargs)
 
     @classmethod
-    def from_config(cls, weights: str | Path, cfg: Config, multi_label: bool = False) -> Predictor:
-        """from_weights with the shared inference keys of `cfg` (predict.py, get_map.py and utils/api.py)."""
+    def from_config(cls, weights: str | Path, cfg: Config, multi_label: bool = False, torch_only: bool = False,
+                    log: Callable[[str], Any] = print) -> Predictor:
+        """from_weights with the shared inference keys of `cfg` (predict.py, get_map.py and utils/api.py);
+        `torch_only`: the caller needs the torch module (e.g. attention maps), so backend auto keeps torch."""
         return cls.from_weights(weights, device=cfg.device, dtype=cfg.dtype, fuse=cfg.fuse, threads=cfg.threads,
+                                backend=cfg.backend, opset=cfg.opset, torch_only=torch_only, log=log,
                                 img_size=cfg.img_size or None, conf_thres=cfg.conf_thres, iou_thres=cfg.iou_thres,
                                 max_det=cfg.max_det, classes=cfg.classes or None, agnostic=cfg.agnostic_nms,
                                 multi_label=multi_label, rect=cfg.rect, augment=cfg.augment)
@@ -248,21 +239,9 @@ class Predictor:
     @torch.inference_mode()
     def infer(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Raw head maps [out_s32, out_s16] for a preprocessed batch."""
-        if not self.onnx:
+        if not self.exported:
             return list(self.model(x.to(self.dtype)))
-        x_np = x.float().contiguous().cpu().numpy()
-        b = self._onnx_batch
-        if b is None or b == x_np.shape[0]:
-            outs = self.model.run(self._output_names, {self._input_name: x_np})
-        else:  # a fixed-batch export: feed it chunks of its own batch size, padding the last one
-            chunks = []
-            for i in range(0, x_np.shape[0], b):
-                part = x_np[i:i + b]
-                n = part.shape[0]
-                if n < b:
-                    part = np.concatenate([part, np.zeros((b - n, *part.shape[1:]), part.dtype)])
-                chunks.append([o[:n] for o in self.model.run(self._output_names, {self._input_name: part})])
-            outs = [np.concatenate(parts) for parts in zip(*chunks)]
+        outs = self.model.run(x.float().contiguous().cpu().numpy())
         return [torch.from_numpy(o).to(self.device) for o in outs]
 
     @torch.inference_mode()
@@ -337,7 +316,7 @@ class Predictor:
         return {k: 1000 * v / n for k, v in self.times.items() if k != "images"}
 
     def describe(self) -> str:
-        kind = "onnxruntime" if self.onnx else f"torch {str(self.dtype).replace('torch.', '')}"
+        kind = self.model.describe() if self.exported else f"torch {str(self.dtype).replace('torch.', '')}"
         size = f"{self.img_size} ({'rect: long side' if self.rect else 'square'})"
         return (f"{self.num_classes} classes, input {size}, {kind} on {self.device}, "
                 f"conf {self.conf_thres}, iou {self.iou_thres}, max_det {self.max_det}"
