@@ -93,6 +93,24 @@ for line in sys.stdin:
 """
 
 
+def reference_files(weights: Path, tmp: Path) -> dict:
+    """Our checkpoint as the reference's YOLO() wants it: a state dict under its key names, a classes file and an
+    anchors file (written to `tmp`); returns {pth, classes, anchors, phi}."""
+    from nets.weights.reference import to_reference_keys
+
+    model = load_model(weights)
+    phi = {"none": 0, "se": 1, "cbam": 2, "eca": 3}.get(model.phi)
+    if phi is None:
+        raise ValueError(f"the reference has no '{model.phi}' attention; benchmark with --phi 0..3")
+    pth = tmp / "reference_weights.pth"
+    torch.save(to_reference_keys(model.state_dict()), pth)
+    classes = tmp / "reference_classes.txt"
+    classes.write_text("\n".join(model.class_names) + "\n")
+    anchors = tmp / "reference_anchors.txt"
+    anchors.write_text(", ".join(f"{int(w)},{int(h)}" for w, h in model.anchors.tolist()))
+    return dict(pth=str(pth), classes=str(classes), anchors=str(anchors), phi=phi)
+
+
 class ReferenceProcess:
     """bubbliiiing's `YOLO.detect_image` in a child process (its `nets`/`utils` packages would clash
     with ours), loaded with our weights under its key names; each call times one detect_image there."""
@@ -101,20 +119,8 @@ class ReferenceProcess:
         import os
         import subprocess
 
-        from nets.weights.reference import to_reference_keys
-
-        model = load_model(weights)
-        phi = {"none": 0, "se": 1, "cbam": 2, "eca": 3}.get(model.phi)
-        if phi is None:
-            raise ValueError(f"the reference has no '{model.phi}' attention; benchmark with --phi 0..3")
-        pth = tmp / "reference_weights.pth"
-        torch.save(to_reference_keys(model.state_dict()), pth)
-        classes = tmp / "reference_classes.txt"
-        classes.write_text("\n".join(model.class_names) + "\n")
-        anchors = tmp / "reference_anchors.txt"
-        anchors.write_text(", ".join(f"{int(w)},{int(h)}" for w, h in model.anchors.tolist()))
-        cfg = dict(pth=str(pth), classes=str(classes), anchors=str(anchors), phi=phi, size=size, conf=conf,
-                   iou=iou, image=str(image.resolve()), threads=threads)
+        cfg = dict(reference_files(weights, tmp), size=size, conf=conf, iou=iou, image=str(image.resolve()),
+                   threads=threads)
         self.proc = subprocess.Popen([sys.executable, "-c", _REFERENCE_CHILD, json.dumps(cfg)], cwd=ref_dir,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(ref_dir)})
