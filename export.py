@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     # the heavy imports (torch and what needs it) only after the arguments are known to be good
     from nets.weights.checkpoint import CheckpointError
-    from utils.api import resolve_weights
-    from utils.engine.runs import WeightsNotFoundError
+    from utils.engine.runs import WeightsNotFoundError, resolve_weights
     from utils.export.export_run import export_checked
 
     try:

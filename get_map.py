@@ -56,9 +56,8 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     # heavy imports (torch and what needs it) only after the arguments are known to be good
-    from utils.api import resolve_weights
     from utils.data.records import DataError
-    from utils.engine.runs import WeightsNotFoundError
+    from utils.engine.runs import WeightsNotFoundError, resolve_weights
     from utils.eval.evaluate import EvalInputError
     from utils.eval.val_run import ReportOptions, detections_of_file, detections_of_model, score_and_report
 

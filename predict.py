@@ -52,8 +52,7 @@ def parse_args(argv: list[str] | None = None) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     # the heavy imports (torch and what needs it) only after the arguments are known to be good
-    from utils.api import resolve_weights
-    from utils.engine.runs import WeightsNotFoundError, increment_dir
+    from utils.engine.runs import WeightsNotFoundError, increment_dir, resolve_weights
     from utils.infer.predict_run import PredictOptions, predict_sources, summary_lines
 
     opts = PredictOptions(save_img=not args.nosave, save_txt=args.save_txt, save_voc=args.save_voc,

@@ -16,9 +16,9 @@ from helpers import random_detector
 
 from nets.weights.checkpoint import model_cfg_of, save_checkpoint, save_model_checkpoint
 from nets.yolo import YoloBody
-from utils.api import Detector, resolve_weights
+from utils.api import Detector
 from utils.data.image import load_image
-from utils.engine.runs import WeightsNotFoundError
+from utils.engine.runs import WeightsNotFoundError, resolve_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc", "tri"]

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from utils.config import DEFAULT_CONFIG, Config, config_to_dict, load_config
-from utils.engine.runs import latest_weights
+from utils.engine.runs import resolve_weights
 from utils.engine.trainer import Trainer
 from utils.eval.val_run import ReportOptions, detections_of_model, score_and_report
 from utils.export.export_run import export_checked
@@ -35,11 +35,6 @@ from utils.infer.predict_run import collect_sources
 from utils.infer.predictor import Predictor, detections_to_numpy, predict_paths
 
 PARITY_ATOL = 1e-4  # export.py's default --atol
-
-
-def resolve_weights(weights: str | Path) -> Path:
-    """The model file to run: `weights` as given, or ("") the newest run's best.pt (WeightsNotFoundError)."""
-    return Path(weights) if str(weights) else latest_weights()
 
 
 @dataclass

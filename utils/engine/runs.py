@@ -37,6 +37,11 @@ def latest_weights(project: str | Path = "runs/train") -> Path:
     return max(candidates)[2]
 
 
+def resolve_weights(weights: str | Path) -> Path:
+    """The model file to run: `weights` as given, or ("") the newest run's best.pt (WeightsNotFoundError)."""
+    return Path(weights) if str(weights) else latest_weights()
+
+
 def increment_dir(path: str | Path, exist_ok: bool = False, mkdir: bool = True) -> Path:
     """`runs/predict/exp`, then exp2, exp3, ... : the first name not taken (created atomically).
 
