@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 from bench_inference import synthetic_photo  # noqa: E402
-from reference_pipelines import reference_files  # noqa: E402
+from reference_pipelines import REFERENCE_PRELUDE, reference_files  # noqa: E402
 
 from nets.weights.checkpoint import save_model_checkpoint  # noqa: E402
 from nets.yolo import YoloBody  # noqa: E402
@@ -41,13 +41,7 @@ KINDS = {"square_320": (320, 320), "photo_768x576": (768, 576)}
 
 _THEIR_FOLDER_RUN = r"""
 import contextlib, io, json, os, sys
-from PIL import Image, ImageDraw
-if not hasattr(ImageDraw.ImageDraw, "textsize"):  # removed in Pillow 10; the reference draws with it
-    def textsize(self, text, font=None, *a, **k):
-        l, t, r, b = self.textbbox((0, 0), text, font=font)
-        return r - l, b - t
-    ImageDraw.ImageDraw.textsize = textsize
-from yolo import YOLO
+""" + REFERENCE_PRELUDE + r"""
 cfg = json.loads(sys.argv[1])
 with contextlib.redirect_stdout(io.StringIO()):  # it prints every box it draws
     yolo = YOLO(model_path=cfg["pth"], classes_path=cfg["classes"], anchors_path=cfg["anchors"], phi=cfg["phi"],

@@ -65,8 +65,8 @@ class ReferenceStyle:
         return results
 
 
-_REFERENCE_CHILD = r"""
-import contextlib, io, json, sys, time
+# The start of every script that runs the reference: Pillow 10 removed the textsize its drawing calls.
+REFERENCE_PRELUDE = r"""
 from PIL import Image, ImageDraw
 if not hasattr(ImageDraw.ImageDraw, "textsize"):  # removed in Pillow 10; the reference draws with it
     def textsize(self, text, font=None, *a, **k):
@@ -74,6 +74,11 @@ if not hasattr(ImageDraw.ImageDraw, "textsize"):  # removed in Pillow 10; the re
         return r - l, b - t
     ImageDraw.ImageDraw.textsize = textsize
 from yolo import YOLO
+"""
+
+_REFERENCE_CHILD = r"""
+import contextlib, io, json, sys, time
+""" + REFERENCE_PRELUDE + r"""
 import torch
 cfg = json.loads(sys.argv[1])
 if cfg["threads"]:

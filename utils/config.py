@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from nets.assets import ROOT
+from nets.assets import MAX_STRIDE, ROOT
 from nets.attention import resolve_attention
 from nets.yolo import ATTENTION_SITES
 
@@ -198,9 +198,10 @@ def _unknown_key(key: str, source: str) -> ConfigError:
 def validate(cfg: Config, root: Path = ROOT, mode: str = "train") -> Config:
     """Reject values that cannot work, naming the key; return cfg for chaining."""
     inference = mode != "train"
-    if not (inference and cfg.img_size == 0) and (cfg.img_size < 32 or cfg.img_size % 32):
-        raise ConfigError(f"config key 'img_size': {cfg.img_size} must be a positive multiple of 32 "
-                          f"(e.g. {max(32, round(cfg.img_size / 32) * 32)})")
+    s = MAX_STRIDE
+    if not (inference and cfg.img_size == 0) and (cfg.img_size < s or cfg.img_size % s):
+        raise ConfigError(f"config key 'img_size': {cfg.img_size} must be a positive multiple of {s} "
+                          f"(e.g. {max(s, round(cfg.img_size / s) * s)})")
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ConfigError(f"config key '{key}': {getattr(cfg, key)!r} is not one of {', '.join(allowed)}")

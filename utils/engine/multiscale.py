@@ -12,15 +12,14 @@ import random
 import torch
 import torch.nn.functional as F
 
-from nets.assets import STRIDES
+from nets.assets import MAX_STRIDE
 
-STRIDE = max(STRIDES)  # every input side is a multiple of the largest stride
 
 
 def size_range(img_size: int, ratio: float) -> tuple[int, int]:
     """The smallest and largest multiple of 32 within img_size * (1 -/+ ratio) (at least 32)."""
-    lo = max(STRIDE, math.ceil(img_size * (1 - ratio) / STRIDE) * STRIDE)
-    hi = max(lo, math.floor(img_size * (1 + ratio) / STRIDE) * STRIDE)
+    lo = max(MAX_STRIDE, math.ceil(img_size * (1 - ratio) / MAX_STRIDE) * MAX_STRIDE)
+    hi = max(lo, math.floor(img_size * (1 + ratio) / MAX_STRIDE) * MAX_STRIDE)
     return lo, hi
 
 
@@ -29,7 +28,7 @@ def input_size_at(img_size: int, ratio: float, seed: int, step: int) -> int:
     if ratio <= 0:
         return img_size
     lo, hi = size_range(img_size, ratio)
-    return random.Random(f"multiscale|{seed}|{step}").randrange(lo, hi + 1, STRIDE)
+    return random.Random(f"multiscale|{seed}|{step}").randrange(lo, hi + 1, MAX_STRIDE)
 
 
 def rescale_batch(images: torch.Tensor, targets: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

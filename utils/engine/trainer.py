@@ -39,15 +39,8 @@ from utils.engine.distributed import DistInfo, broadcast_object, cleanup, init_d
 from utils.engine.multiscale import input_size_at, rescale_batch
 from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
 from utils.engine.runs import increment_dir, resolve_resume
-from utils.engine.torch_utils import (
-    ModelEMA,
-    amp_setup,
-    cpp_compiler,
-    de_parallel,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from utils.engine.torch_utils import (ModelEMA, amp_setup, cpp_compiler, de_parallel, rng_state, seed_everything,
+                                      set_rng_state)
 from utils.eval.evaluate import evaluate_model
 
 CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic

@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from nets.assets import MAX_STRIDE
 from nets.fuse import fuse_conv_bn
 from nets.weights.checkpoint import model_cfg_of
 from nets.weights.loader import load_model
@@ -37,8 +38,8 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
     """
     model = load_model(weights, device="cpu")
     size = int(img_size or model.img_size)
-    if size % 32:
-        raise ValueError(f"--img-size {size} must be a multiple of 32")
+    if size % MAX_STRIDE:
+        raise ValueError(f"--img-size {size} must be a multiple of {MAX_STRIDE}")
     net = fuse_conv_bn(model) if fuse else model
     x = torch.zeros(batch_size, 3, size, size)
     output = Path(output)

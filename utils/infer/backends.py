@@ -34,7 +34,6 @@ BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 # bf16 (--dtype bf16): openvino 14.8 ms (AMX); onnxruntime has no bf16 CPU kernels.
 AUTO_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "bf16": ("openvino", "torch")}
 EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}  # the cached export each exported backend runs
-PACKAGE = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
 CPU = torch.device("cpu")
 
 
@@ -46,7 +45,7 @@ def file_kind(path: Path) -> str:
 
 
 def installed(backend: str) -> bool:
-    return importlib.util.find_spec(PACKAGE.get(backend, backend)) is not None
+    return importlib.util.find_spec(backend) is not None  # each backend is the package of its name
 
 
 def resolve_backend(backend: str | None, path: Path, device: torch.device, torch_only: bool = False,

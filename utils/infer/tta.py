@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nets.assets import STRIDES
+from nets.assets import MAX_STRIDE
 
 VIEWS = ((1.33, False), (1.0, True))  # (scale, mirror) besides the unchanged input
 PAD_VALUE = 114 / 255  # the letterbox grey (utils/data/letterbox.py)
-STRIDE = max(STRIDES)  # views are padded to a multiple of the largest stride
 
 
 def make_view(x: torch.Tensor, scale: float, mirror: bool) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -26,7 +25,7 @@ def make_view(x: torch.Tensor, scale: float, mirror: bool) -> tuple[torch.Tensor
     v = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False) if (h, w) != tuple(x.shape[2:]) else x
     if mirror:
         v = v.flip(3)
-    pad_h, pad_w = -h % STRIDE, -w % STRIDE
+    pad_h, pad_w = -h % MAX_STRIDE, -w % MAX_STRIDE
     if pad_h or pad_w:
         v = F.pad(v, (0, pad_w, 0, pad_h), value=PAD_VALUE)
     return v, (h, w)
