@@ -97,3 +97,19 @@ def test_default_set_generates_fast(tmp_path):
     img = load_image(devkit / "VOC2007" / "JPEGImages" / "000001.jpg")
     assert img.shape[2] == 3
     assert len((devkit / "VOC2007" / "ImageSets" / "Main" / "train.txt").read_text().split()) == 800
+
+
+def test_styles_give_other_sets_and_the_default_keeps_its_manifest(tmp_path):
+    """Unseen sets for benchmarks: each style differs from the default; the default's bytes and manifest stay."""
+    from utils.data.synthetic import STYLES, _manifest
+    base = render_image(np.random.default_rng([3, 0]))
+    assert np.array_equal(render_image(np.random.default_rng([3, 0]), "shapes")[0], base[0])
+    for style in set(STYLES) - {"shapes"}:
+        assert not np.array_equal(render_image(np.random.default_rng([3, 0]), style)[0], base[0])
+    counts = [len(render_image(np.random.default_rng([3, i]), "small")[1]) for i in range(10)]
+    assert max(counts) > 6  # the crowded style places more objects than the default's 6 at most
+    assert "style" not in _manifest(0, 1, 1, 1) and _manifest(0, 1, 1, 1, "outline")["style"] == "outline"
+    with pytest.raises(ValueError, match="not one of"):
+        generate(tmp_path / "x", num_train=1, num_val=0, num_test=0, style="nope")
+    devkit = ensure_synthetic(tmp_path / "o", seed=5, num_train=3, num_val=1, num_test=1, style="outline")
+    assert len(list((devkit / "VOC2007" / "JPEGImages").glob("*.jpg"))) == 5

@@ -4,7 +4,9 @@ Six classes that differ by shape only (colours are random per object): circle, s
 star, cross, ring. 1-6 objects per ~320x320 image, 20-150 px, stretched (aspect 2:3 .. 3:2) and
 slightly rotated, overlapping each other by up to a third (partial occlusion), on gradients with
 colour clouds, lines, specks, translucent distractor blobs and sensor noise. Deterministic: the
-same seed gives the same bytes (one generator per image from (seed, image number)).
+same seed gives the same bytes (one generator per image from (seed, image number)). Other `style`s
+(outline, small, large) and seeds give sets the defaults were never tuned on:
+`python -m utils.data.synthetic /tmp/unseen --seed 7 --style outline`.
 
 Written once to <repo>/datasets/synthetic/{VOCdevkit/VOC2007, classes.txt, synthetic.json}: built in
 a temporary folder and renamed into place under a file lock, so two processes starting at once
@@ -27,12 +29,22 @@ import cv2
 import numpy as np
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring"]
-DEFAULTS = {"seed": 0, "num_train": 800, "num_val": 200, "num_test": 100}
+DEFAULTS = {"seed": 0, "num_train": 800, "num_val": 200, "num_test": 100, "style": "shapes"}
 VERSION = 1
 IMG_RANGE = (288, 352)  # image width/height range
 OBJ_RANGE = (20, 150)  # object size range (geometric mean of w and h), px
 MAX_OCCLUDED = 0.33  # an object may lose at most this fraction of its box to later objects
 JPEG_QUALITY = 92
+
+# Object styles: the default set, and variants for measuring on sets the defaults were never tuned on
+# (benchmarks/time_to_accuracy.py). obj_range: object size range (px); objects: count range per image (inclusive);
+# hollow: shapes drawn as thick outlines instead of filled.
+STYLES = {
+    "shapes": {"obj_range": OBJ_RANGE, "objects": (1, 6), "hollow": False},
+    "outline": {"obj_range": (24, 160), "objects": (1, 6), "hollow": True},
+    "small": {"obj_range": (12, 64), "objects": (3, 12), "hollow": False},
+    "large": {"obj_range": (64, 220), "objects": (1, 3), "hollow": False},
+}
 
 _ARM = 0.34
 _UNIT = {  # polygons in [-1, 1]^2
@@ -122,21 +134,31 @@ def _shape_mask(kind: str, w: float, h: float, angle: float) -> tuple[np.ndarray
     return mask, ext
 
 
-def render_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hollow(mask: np.ndarray, size: float) -> np.ndarray:
+    """The shape's outline, about a tenth of its size thick (at least 2 px)."""
+    t = max(2, round(size / 10))
+    return cv2.subtract(mask, cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * t + 1, 2 * t + 1))))
+
+
+def render_image(rng: np.random.Generator, style: str = "shapes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(BGR uint8 image, boxes (n, 4) int xyxy 0-based continuous, class indices (n,))."""
+    st = STYLES[style]
+    lo, hi = st["obj_range"]
     w, h = (int(v) for v in rng.integers(IMG_RANGE[0], IMG_RANGE[1] + 1, 2))
     img = _background(rng, h, w)
     boxes: list[list[int]] = []
     classes: list[int] = []
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(st["objects"][0], st["objects"][1] + 1))):
         for _try in range(30):
             cls = int(rng.integers(len(CLASSES)))
             kind = CLASSES[cls]
-            size = math.exp(rng.uniform(math.log(OBJ_RANGE[0]), math.log(min(OBJ_RANGE[1], 0.6 * min(w, h)))))
+            size = math.exp(rng.uniform(math.log(lo), math.log(min(hi, 0.6 * min(w, h)))))
             aspect = math.exp(rng.uniform(math.log(2 / 3), math.log(3 / 2)))
             ow, oh = size * math.sqrt(aspect), size / math.sqrt(aspect)
             angle = math.radians(rng.uniform(-20, 20)) if kind not in ("circle", "ring") else 0.0
             mask, ext = _shape_mask(kind, ow, oh, angle)
+            if st["hollow"]:
+                mask = _hollow(mask, size)
             cx = round(rng.uniform(-ext[0], w - ext[2]))  # integer centre: the mask is placed on the pixel grid
             cy = round(rng.uniform(-ext[1], h - ext[3]))
             box = [max(0, math.floor(cx + ext[0])), max(0, math.floor(cy + ext[1])),
@@ -204,16 +226,19 @@ def _xml(name: str, w: int, h: int, boxes: np.ndarray, classes: np.ndarray) -> s
             f"  <segmented>0</segmented>\n{objs}</annotation>\n")
 
 
-def _write_one(year: Path, seed: int, i: int) -> None:
-    img, boxes, classes = render_image(np.random.default_rng([seed, i]))
+def _write_one(year: Path, seed: int, i: int, style: str) -> None:
+    img, boxes, classes = render_image(np.random.default_rng([seed, i]), style)
     name = f"{i + 1:06d}"
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     (year / "JPEGImages" / f"{name}.jpg").write_bytes(buf.tobytes())
     (year / "Annotations" / f"{name}.xml").write_text(_xml(name, img.shape[1], img.shape[0], boxes, classes))
 
 
-def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200, num_test: int = 100) -> Path:
+def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200, num_test: int = 100,
+             style: str = "shapes") -> Path:
     """Write the data set into `out` (VOCdevkit/VOC2007, classes.txt, synthetic.json last); returns the devkit."""
+    if style not in STYLES:
+        raise ValueError(f"synthetic style '{style}' is not one of {', '.join(STYLES)}")
     year = out / "VOCdevkit" / "VOC2007"
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (year / d).mkdir(parents=True, exist_ok=True)
@@ -221,20 +246,21 @@ def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200,
     # ~8 ms an image on one core; OpenCV and NumPy release the GIL, so threads share the cores
 
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as ex:
-        list(ex.map(lambda i: _write_one(year, seed, i), range(total)))
+        list(ex.map(lambda i: _write_one(year, seed, i, style), range(total)))
     ids = [f"{i + 1:06d}" for i in range(total)]
     sets = {"train": ids[:num_train], "val": ids[num_train:num_train + num_val], "test": ids[num_train + num_val:]}
     sets["trainval"] = sets["train"] + sets["val"]
     for k, v in sets.items():
         (year / "ImageSets" / "Main" / f"{k}.txt").write_text("".join(f"{x}\n" for x in v))
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
-    (out / "synthetic.json").write_text(json.dumps(_manifest(seed, num_train, num_val, num_test), indent=1))
+    (out / "synthetic.json").write_text(json.dumps(_manifest(seed, num_train, num_val, num_test, style), indent=1))
     return out / "VOCdevkit"
 
 
-def _manifest(seed: int, num_train: int, num_val: int, num_test: int) -> dict:
-    return {"version": VERSION, "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
-            "num_test": int(num_test), "classes": CLASSES}
+def _manifest(seed: int, num_train: int, num_val: int, num_test: int, style: str = "shapes") -> dict:
+    out = {"version": VERSION, "seed": int(seed), "num_train": int(num_train), "num_val": int(num_val),
+           "num_test": int(num_test), "classes": CLASSES}
+    return out if style == "shapes" else {**out, "style": style}  # the default's manifest predates styles
 
 
 def _complete(root: Path, manifest: dict) -> bool:
@@ -260,10 +286,10 @@ def _file_lock(path: Path):
 
 
 def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_val: int = 200,
-                     num_test: int = 100) -> Path:
+                     num_test: int = 100, style: str = "shapes") -> Path:
     """The devkit of the built-in set under `root`, generating it first when missing or different."""
     root = Path(root)
-    manifest = _manifest(seed, num_train, num_val, num_test)
+    manifest = _manifest(seed, num_train, num_val, num_test, style)
     if _complete(root, manifest):
         return root / "VOCdevkit"
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +302,7 @@ def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_
         t0 = time.time()
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-tmp-", dir=root.parent))
         try:
-            generate(tmp, seed, num_train, num_val, num_test)
+            generate(tmp, seed, num_train, num_val, num_test, style)
             if root.exists():
                 old = root.with_name(f".{root.name}-old-{os.getpid()}")
                 os.rename(root, old)
@@ -288,3 +314,19 @@ def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_
                 shutil.rmtree(tmp, ignore_errors=True)
         print(f"synthetic data set ready in {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
     return root / "VOCdevkit"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m utils.data.synthetic OUT --seed 7 --style outline`: a set in VOC layout under OUT."""
+    import argparse
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--style", default="shapes", choices=list(STYLES))
+    for k in ("seed", "num_train", "num_val", "num_test"):
+        ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=DEFAULTS[k])
+    a = ap.parse_args(argv)
+    print(ensure_synthetic(a.out.resolve(), a.seed, a.num_train, a.num_val, a.num_test, a.style))
+
+
+if __name__ == "__main__":
+    main()
