@@ -30,7 +30,8 @@ def run(cfg):
 
 
 def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
-    res = run(make_cfg(tiny_voc, tmp_path, epochs=4, phi="eca", name="short", mosaic=0.5, scale_x_y=1.05))
+    res = run(make_cfg(tiny_voc, tmp_path, epochs=4, phi="eca", name="short", mosaic=0.5, scale_x_y=1.05,
+                       save_period=2))
     d = Path(res["save_dir"])
     for f in ("weights/last.pt", "weights/best.pt", "config.yaml", "results.csv", "results.png", "labels.png",
               "train_batch0.jpg", "train_batch1.jpg", "pr_curve.png", "confusion_matrix.png",
@@ -49,6 +50,8 @@ def test_short_run_writes_every_file_and_lowers_loss(tiny_voc, tmp_path):
     assert ck["epoch"] == 3 and ck["train"]["optimizer"]["state"]
     assert load_checkpoint(d / "weights" / "best.pt")["train"] is None
     assert load_config(d / "config.yaml").phi == "eca"
+    assert sorted(p.name for p in d.glob("weights/epoch*.pt")) == ["epoch2.pt", "epoch4.pt"]  # --save-period 2
+    assert load_checkpoint(d / "weights" / "epoch2.pt")["epoch"] == 1
 
 
 def test_resume_is_bitwise_exact(tiny_voc, tmp_path, monkeypatch):

@@ -106,6 +106,7 @@ class Config:
     opset: int = 17  # export: ONNX opset
     best_metric: str = "map50_95"  # map50_95 | map50
     patience: int = 50  # stop after N evaluations without improvement; 0 disables
+    save_period: int = 0  # also keep weights/epoch{N}.pt (EMA weights, no resume state) every N epochs; 0: off
     # --- run ---
     device: str = ""  # "" picks cuda when there is one, else cpu; or cpu, cuda, cuda:1
     seed: int = 0
@@ -141,7 +142,7 @@ PROBABILITIES = ("mosaic", "mixup", "fliplr", "multi_scale", "hsv_h", "hsv_s", "
                  "ignore_thresh", "obj_iou_ratio", "conf_thres", "iou_thres", "lrf", "momentum", "ema_decay")
 NON_NEGATIVE = ("match_iou_thresh", "epochs", "time", "workers", "weight_decay", "warmup_epochs", "freeze_epochs",
                 "grad_clip", "scale", "translate", "close_mosaic", "box_gain", "obj_gain", "cls_gain", "patience",
-                "seed", "threads")
+                "save_period", "seed", "threads")
 POSITIVE = ("batch_size", "nbs", "accumulate", "lr0", "eval_interval", "max_det", "opset")
 PATHS = ("anchors", "weights", "resume")  # must exist when set
 ALIASES = {"img": "img_size", "imgsz": "img_size", "batch": "batch_size", "conf": "conf_thres", "iou": "iou_thres",

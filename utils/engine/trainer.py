@@ -328,6 +328,8 @@ class Trainer:
             save_checkpoint(self.weights_dir / "last.pt", self.checkpoint(epoch, with_train_state=True))
             if improved:
                 save_checkpoint(self.weights_dir / "best.pt", self.checkpoint(epoch, with_train_state=False))
+            if cfg.save_period > 0 and (epoch + 1) % cfg.save_period == 0:
+                save_checkpoint(self.weights_dir / f"epoch{epoch + 1}.pt", self.checkpoint(epoch, with_train_state=False))
         stop, self.epochs = broadcast_object((stop, self.epochs), self.dist)
         return stop
 
