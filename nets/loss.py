@@ -50,8 +50,8 @@ class YoloLoss(nn.Module):
       cls_l = sum_P w mean_c BCE(cls, smooth one-hot) / |P|
       obj_l = sum_N keep * BCE(obj, t_obj) / N_l, keep = positive or max-IoU(pred, GTs of its image) <= ignore_thresh
       total = box_gain * sum box_l + obj_gain * (S/416)^2 * sum balance_l obj_l + cls_gain * sum cls_l
-    where S^2 is the input area (img_size^2 when given, else H*W of the batch): the obj term is a mean
-    over cells, whose count grows with S^2, so this keeps a positive cell's weight the same at any size.
+    where S^2 is the batch's input area H*W: the obj term is a mean over cells, whose count grows with
+    S^2, so this keeps a positive cell's weight the same at any size (multi-scale batches included).
 
     Assignment (which prediction learns a target): on each level, every anchor of that level whose
     shape IoU with the target is > `match_iou_thresh` (or, with `match_ratio_thresh`, whose w and h
@@ -93,7 +93,6 @@ class YoloLoss(nn.Module):
         num_classes: int,
         masks: Sequence[Sequence[int]] = ANCHOR_MASKS,
         strides: Sequence[int] = STRIDES,
-        img_size: int | None = None,
         *,
         box_gain: float = 0.05,
         obj_gain: float = 1.0,
@@ -125,7 +124,6 @@ class YoloLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.masks = [list(map(int, m)) for m in masks]
         self.strides = [int(s) for s in strides]
-        self.img_size = img_size
         self.box_gain, self.obj_gain, self.cls_gain = float(box_gain), float(obj_gain), float(cls_gain)
         self.balance = [float(b) for b in balance]
         self.label_smoothing = float(label_smoothing)
@@ -167,8 +165,7 @@ class YoloLoss(nn.Module):
             extra = shape_iou > self.match_iou_thresh
 
         h_in, w_in = (outputs[0].shape[2] * self.strides[0], outputs[0].shape[3] * self.strides[0])
-        area = float(self.img_size) ** 2 if self.img_size else float(h_in * w_in)
-        obj_scale = self.obj_gain * area / REF_SIZE**2
+        obj_scale = self.obj_gain * float(h_in * w_in) / REF_SIZE**2
 
         lbox = torch.zeros((), device=device)
         lobj = torch.zeros((), device=device)

@@ -377,3 +377,22 @@ def test_no_host_device_sync_ops():
             crit(outs, t)[0].backward()
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_cells_objectness_weight_is_the_same_at_any_input_size():
+    """Multi-scale batches: the obj term is a mean over cells, scaled by the batch's own input area, so one
+    positive (and one negative) cell pulls with the same gradient at 64 px and at 128 px: BCE'(0) = sigmoid(0) - t
+    times obj_gain * (S/416)^2 * balance / cells."""
+    C = 2
+    grads = []
+    for size in (64, 128):
+        out = zeros_outputs(1, C, size, size, requires_grad=True)
+        crit = YoloLoss(ANCHORS, C, MASKS, STRIDES, match_iou_thresh=1.0, neighbor_cells=False, ignore_thresh=2.0,
+                        **GAINS)
+        crit(out, torch.tensor([[0, 1, 16.0, 4.0, 56.0, 36.0]]))[0].backward()
+        g = out[1].grad[0, 4::5 + C]  # the obj logits of the stride-16 level, (A, H, W)
+        grads.append((g.min().item(), g.max().item()))
+        cells = 3 * (size // 16) ** 2
+        expect = GAINS["obj_gain"] * size**2 / 416**2 * GAINS["balance"][1] / cells
+        assert g.min().item() == pytest.approx(-0.5 * expect) and g.max().item() == pytest.approx(0.5 * expect)
+    assert grads[0] == pytest.approx(grads[1])

@@ -139,7 +139,7 @@ class Trainer:
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.criterion = YoloLoss(model.anchors, model.num_classes, img_size=cfg.img_size,
+        self.criterion = YoloLoss(model.anchors, model.num_classes,
                                   box_gain=cfg.box_gain, obj_gain=cfg.obj_gain, cls_gain=cfg.cls_gain,
                                   label_smoothing=cfg.label_smoothing, ignore_thresh=cfg.ignore_thresh,
                                   match_iou_thresh=cfg.match_iou_thresh, neighbor_cells=cfg.neighbor_cells,
