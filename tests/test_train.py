@@ -197,21 +197,6 @@ def test_time_budget_replans_and_stops(tiny_voc, tmp_path):
     assert load_checkpoint(Path(res["save_dir"]) / "weights" / "last.pt")["train"]["epochs"] == 1
 
 
-def test_close_mosaic_is_capped_under_a_time_budget(tiny_voc, tmp_path):
-    """A budget that plans ~8 epochs must not switch mosaic off after the first (close_mosaic 10)."""
-    from utils.engine.trainer import Trainer
-    timed = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=10, name="t"), log=lambda *a: None)
-    for planned, closed in ((7, 2), (8, 2), (11, 3), (30, 8), (100, 10), (400, 10), (3, 1), (1, 1)):
-        timed.epochs = planned
-        assert timed.close_mosaic_epochs() == closed, planned
-    fixed = Trainer(make_cfg(tiny_voc, tmp_path, epochs=8, close_mosaic=10, name="f"), log=lambda *a: None)
-    fixed.epochs = 8
-    assert fixed.close_mosaic_epochs() == 10  # an explicit epoch count keeps the literal setting
-    off = Trainer(make_cfg(tiny_voc, tmp_path, time=5.0, epochs=0, close_mosaic=0, name="o"), log=lambda *a: None)
-    off.epochs = 50
-    assert off.close_mosaic_epochs() == 0
-
-
 def test_de_parallel_unwraps_compile_and_ddp_wrappers():
     from torch import nn
 

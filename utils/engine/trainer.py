@@ -38,12 +38,12 @@ from utils.engine.callbacks import RESULT_FIELDS, Callback, add_callback, defaul
 from utils.engine.distributed import DistInfo, broadcast_object, cleanup, init_distributed
 from utils.engine.multiscale import input_size_at, rescale_batch
 from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learning_rates
+from utils.engine.plan import (PLACEHOLDER_EPOCHS, PROBE_STEPS, close_mosaic_epochs, ema_tau, epochs_from_probe,
+                               epochs_that_fit, warmup_iters)
 from utils.engine.runs import increment_dir, resolve_resume
 from utils.engine.torch_utils import (ModelEMA, amp_setup, cpp_compiler, de_parallel, rng_state, seed_everything,
                                       set_rng_state)
 from utils.eval.evaluate import evaluate_model
-
-CLOSE_MOSAIC_SHARE = 0.25  # under a time budget: at most this share of the planned epochs without mosaic
 
 
 def accumulation_group(i: int, nb: int, accumulate: int) -> tuple[int, bool]:
@@ -118,7 +118,8 @@ class Trainer:
         if not self.train_records:
             raise ValueError(f"data '{cfg.data}': the train split has no usable image; "
                              "run `python -m utils.data.check_dataset --data ...` to see why")
-        self.train_set = TrainDataset(self.train_records, cfg.img_size, cfg, seed=cfg.seed)
+        self.train_set = TrainDataset(self.train_records, cfg.img_size, cfg, seed=cfg.seed,
+                                      log=self.log if self.is_main else None)
         self.train_loader = build_loader(self.train_set, max(1, cfg.batch_size // self.dist.world_size), cfg.workers,
                                          cfg.seed, self.dist.rank, self.dist.world_size, self.device.type == "cuda")
 
@@ -177,6 +178,7 @@ class Trainer:
         self.best_fitness = st["best_fitness"]
         self.bad_evals = st["bad_evals"]
         self.elapsed_before = st["elapsed"]
+        self.warmup_iters = st.get("warmup_iters", self.warmup_iters)  # absent in checkpoints before plan.py
         set_rng_state(st["rng"])
         if self.is_main:
             self.log(f"resuming {self.save_dir} from epoch {self.start_epoch} of {self.epochs}")
@@ -187,7 +189,7 @@ class Trainer:
             "config": config_to_dict(self.cfg), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "ema_updates": self.ema.updates if self.ema else 0,
             "epochs": self.epochs, "best_fitness": self.best_fitness, "bad_evals": self.bad_evals,
-            "elapsed": self.elapsed(), "rng": rng_state(),
+            "elapsed": self.elapsed(), "rng": rng_state(), "warmup_iters": self.warmup_iters,
         } if with_train_state else None
         return checkpoint_dict(de_parallel(self.train_model), ema=self.ema.ema.state_dict() if self.ema else None,
                                epoch=epoch, train=train, class_names=self.class_names, img_size=self.cfg.img_size)
@@ -215,18 +217,20 @@ class Trainer:
         self.setup_model()
         self.start_epoch, self.epochs, self.best_fitness, self.bad_evals = 0, cfg.epochs, -1.0, 0
         self.elapsed_before = 0.0
-        if cfg.time > 0 and cfg.epochs == 0:
-            self.epochs = 1000  # re-planned after the first epoch
+        self.nb = len(self.train_loader)
+        self.probing = cfg.time > 0 and cfg.epochs == 0  # plan from the first steps' time (plan.py)
+        if self.probing:
+            self.epochs = PLACEHOLDER_EPOCHS
+        self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
         if self.resume_ckpt:
+            self.probing = False
             self.restore()
             if self.start_epoch >= self.epochs:
                 raise ValueError(f"--resume {cfg.resume}: the run already finished its {self.epochs} epochs, nothing "
                                  f"to resume; to train on from its weights: --weights {self.weights_dir / 'best.pt'}")
         self.t0 = time.time()
         self.epoch_times: list[float] = []
-        self.nb = len(self.train_loader)
-        self.warmup_iters = min(max(round(cfg.warmup_epochs * self.nb), 50 if cfg.warmup_epochs > 0 else 0),
-                                max(1, self.nb * max(self.epochs, 1) // 2))
+        self.set_ema_ramp()
         if self.is_main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.save_dir / "config.yaml")
@@ -240,7 +244,8 @@ class Trainer:
         self.set_freeze(epoch < self.cfg.freeze_epochs)
         self.train_loader.sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
-        self.train_set.mosaic_enabled = epoch < self.epochs - self.close_mosaic_epochs()
+        self.train_set.mosaic_enabled = epoch < self.epochs - close_mosaic_epochs(self.cfg.close_mosaic,
+                                                                                   self.cfg.time > 0, self.epochs)
         self.fire("on_epoch_start")
 
     def train_one_epoch(self, epoch: int) -> list[float]:
@@ -262,6 +267,8 @@ class Trainer:
             group, step_now = accumulation_group(self.i, nb, cfg.accumulate)
             parts = self.train_step(*self.batch, size=size, group=group, step_now=step_now)
             sums, seen = [a + b for a, b in zip(sums, parts)], seen + 1
+            if self.probing and self.i in PROBE_STEPS:
+                self.probe(time.time())
             self.mean_items = [a / seen for a in sums]
             self.fire("on_batch_end")
             if self.is_main:
@@ -319,7 +326,7 @@ class Trainer:
                 self.log(f"early stop: no improvement in {cfg.patience} evaluations (best {self.best_fitness:.4f})")
             self.epoch_times.append(time.time() - self.t_epoch)
             if cfg.time > 0:
-                self.epochs = self.plan_epochs(epoch, self.epoch_times)
+                self.epochs = epochs_that_fit(epoch, self.epoch_times, cfg.time * 60, self.elapsed())
             nan = float("nan")
             self.row = dict(zip(RESULT_FIELDS, [epoch, *losses, self.optimizer.param_groups[0]["lr"],
                                                 self.metrics.get("mAP50", nan), self.metrics.get("mAP50-95", nan),
@@ -331,6 +338,10 @@ class Trainer:
             if cfg.save_period > 0 and (epoch + 1) % cfg.save_period == 0:
                 save_checkpoint(self.weights_dir / f"epoch{epoch + 1}.pt", self.checkpoint(epoch, with_train_state=False))
         stop, self.epochs = broadcast_object((stop, self.epochs), self.dist)
+        if self.probing:  # an epoch shorter than the probe: the warm-up follows the plan from the whole epoch
+            self.probing = False
+            self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
+        self.set_ema_ramp()
         return stop
 
     def after_train(self) -> dict:
@@ -340,18 +351,28 @@ class Trainer:
         cleanup(self.dist)
         return {"save_dir": str(self.save_dir), "best_fitness": self.best_fitness, **self.metrics}
 
-    def plan_epochs(self, epoch: int, epoch_times: list[float]) -> int:
-        """With a --time budget: as many epochs as fit, from the median epoch time so far."""
-        per_epoch = sorted(epoch_times)[len(epoch_times) // 2]
-        left = self.cfg.time * 60 - self.elapsed()
-        return max(epoch + 1, epoch + 1 + int(left // per_epoch))
+    def probe(self, now: float) -> None:
+        """Under a time budget, at batches PROBE_STEPS of epoch 1: plan the run from the step time (rank 0's plan for
+        every rank), then size the warm-up for it. Re-planned after each epoch from whole epochs (after_epoch)."""
+        if self.i == PROBE_STEPS[0]:
+            self.t_probe = now
+            return
+        cfg = self.cfg
+        step_s = (now - self.t_probe) / (PROBE_STEPS[1] - PROBE_STEPS[0])
+        epochs = epochs_from_probe(step_s, self.nb, len(self.train_records), len(self.val_records), cfg.eval_interval,
+                                   cfg.time * 60, self.elapsed())
+        self.epochs = broadcast_object(epochs, self.dist)
+        self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
+        self.probing = False
+        self.set_ema_ramp()
+        if self.is_main:
+            self.log(f"time budget {cfg.time:g} min: ~{self.epochs} epochs ({step_s:.2f} s a batch), warm-up "
+                     f"{self.warmup_iters} batches")
 
-    def close_mosaic_epochs(self) -> int:
-        """Epochs at the end without mosaic. A time budget plans few epochs (often ~10 on a CPU), where a fixed 10
-        would switch mosaic off after the first; there it is capped at a share of the planned epochs (at least 1)."""
-        if self.cfg.time > 0 and self.cfg.close_mosaic > 0:
-            return min(self.cfg.close_mosaic, max(1, round(CLOSE_MOSAIC_SHARE * self.epochs)))
-        return self.cfg.close_mosaic
+    def set_ema_ramp(self) -> None:
+        """The EMA ramp follows the planned run's optimizer steps (plan.ema_tau)."""
+        if self.ema is not None:
+            self.ema.tau = ema_tau(self.nb * self.epochs // self.cfg.accumulate)
 
     def set_freeze(self, frozen: bool) -> None:
         for p in de_parallel(self.train_model).backbone.parameters():
