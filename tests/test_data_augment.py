@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,8 @@ from utils.data import (
     load_records,
     train_collate,
 )
-from utils.data.augment import ColourJitter, clip_and_filter, hflip, transform_boxes
+from utils.data.augment import (ColourJitter, affine_matrix, clip_and_filter, hflip, mosaic_canvas, source_window,
+                                transform_boxes, warp)
 
 RGB = np.array([[255, 255, 255], [255, 200, 0], [0, 80, 255]])  # fixtures.COLOURS (BGR) as RGB, per class
 
@@ -266,3 +268,28 @@ def test_spawned_workers_see_epoch_and_mosaic(records):
     ref.set_epoch(3)
     ref.mosaic_enabled = False
     assert all(torch.equal(got[i], ref[i][0]) for i in range(len(ref)))
+
+
+def test_mosaic_window_warp_equals_the_full_canvas_warp():
+    """Building only the window of the mosaic canvas the warp reads gives the pixels and boxes of the whole
+    canvas warped by OpenCV from the plain matrix (the pre-window way), at the extremes of scale and shift."""
+    s, rng = 64, np.random.default_rng(0)
+    for trial in range(200):
+        tiles = []
+        for _ in range(4):
+            h, w = (int(v) for v in rng.integers(8, s + 1, 2))
+            x, y = np.sort(rng.uniform(0, w, (2, 2)), 1), np.sort(rng.uniform(0, h, (2, 2)), 1)
+            boxes = np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1).astype(np.float32)
+            tiles.append((rng.integers(0, 256, (h, w, 3), dtype=np.uint8), boxes, np.arange(2)))
+        center = tuple(int(v) for v in rng.uniform(s / 2, 3 * s / 2, 2))
+        scale = [0.0, 0.5, 0.9][trial % 3]
+        m = affine_matrix(rng, s, (s, s), scale, 0.1 + 0.2 * (trial % 2))
+        full, b_full, c_full = mosaic_canvas(tiles, s, center)
+        want = cv2.warpAffine(full, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=(114, 114, 114))
+        window = source_window(m, s, 2 * s, 2 * s)
+        part, b, c = mosaic_canvas(tiles, s, center, np.empty(4 * s * s * 3, np.uint8), window)
+        assert part.shape == (window[3] - window[1], window[2] - window[0], 3)
+        assert np.array_equal(warp(part, m, s, window[:2]), want), trial
+        assert np.array_equal(b, b_full) and np.array_equal(c, c_full)
+        assert np.array_equal(warp(full, m, s), want)  # origin (0, 0): exactly warpAffine from m

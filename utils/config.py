@@ -46,6 +46,7 @@ class Config:
     data: str = "synthetic"  # data YAML, VOCdevkit folder, COCO json, YOLO-txt root, or "synthetic"
     img_size: int = 320
     workers: int = 2
+    cache_images: str = "auto"  # train images decoded once, kept in RAM: auto (if < 30% of free RAM) | ram | off
     # --- schedule ---
     epochs: int = 100  # used when time is 0; setting epochs (file or flag) without time sets time to 0
     time: float = 18.0  # wall-clock budget in minutes; > 0 plans the epochs to fit it
@@ -126,6 +127,7 @@ CHOICES = {
     "best_metric": ("map50_95", "map50"),
     "dtype": ("fp32", "fp16", "bf16"),
     "backend": ("auto", "torch", "onnxruntime", "openvino"),
+    "cache_images": ("auto", "ram", "off"),
 }
 # keys only predict/val/export read: train.py and ablate.py do not show them as flags
 INFERENCE_KEYS = ("split", "augment", "rect", "dtype", "fuse", "classes", "agnostic_nms", "threads", "backend",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -18,13 +19,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.config import Config
 
-from .augment import ColourJitter, affine_matrix, clip_and_filter, hflip, mixup, mosaic_canvas, transform_boxes, warp
-from .image import ImageError, read_bgr
+from .augment import (ColourJitter, affine_matrix, clip_and_filter, hflip, mixup, mosaic_canvas, source_window,
+                      transform_boxes, warp)
+from .ram_cache import LOAD_ERRORS, ImageCache, load_resized_bgr, long_side_size
 from .records import DataError, Record
 
 log = logging.getLogger(__name__)
 MAX_SUBSTITUTES = 16  # consecutive unreadable samples tolerated before giving up
-_LOAD_ERRORS = (ImageError, cv2.error, OSError, ValueError)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -41,10 +42,11 @@ class TrainDataset(Dataset):
     in network-input pixels). The augmentation settings are the config's mosaic, mixup, scale, translate,
     hsv_h, hsv_s, hsv_v and fliplr (Ultralytics-like meanings). Difficult and crowd boxes are not
     targets unless `include_difficult`. An image that fails to load is replaced by the next readable
-    one (deterministic) and counted in `load_failures`."""
+    one (deterministic) and counted in `load_failures`. cfg.cache_images: decode and resize every image
+    once, here, before the workers start (utils/data/ram_cache.py); `log` gets the line saying what it chose."""
 
     def __init__(self, records: list[Record], img_size: int, cfg: Config, seed: int = 0,
-                 include_difficult: bool = False):
+                 include_difficult: bool = False, log: Callable[[str], None] | None = None):
         if not records:
             raise DataError("TrainDataset: no records (the training split is empty)")
         self.records = list(records)
@@ -54,10 +56,13 @@ class TrainDataset(Dataset):
         self.scale, self.translate = float(cfg.scale), float(cfg.translate)
         self._colour_args = (float(cfg.hsv_h), float(cfg.hsv_s), float(cfg.hsv_v))
         self._colour: ColourJitter | None = None  # built lazily: once per worker process
-        self._canvas: np.ndarray | None = None  # mosaic buffer, per process
+        self._canvas: np.ndarray | None = None  # mosaic buffer (2S x 2S x 3 bytes), per process
         keep = [~r.iscrowd if include_difficult else r.train_mask for r in self.records]
-        self._boxes = [r.boxes[k] for r, k in zip(self.records, keep)]
+        self._boxes = [_scaled(r.boxes[k], r.width, r.height, self.img_size) for r, k in zip(self.records, keep)]
         self._classes = [r.classes[k] for r, k in zip(self.records, keep)]
+        self.images = ImageCache(self.records, self.img_size, cfg.cache_images, int(cfg.workers))
+        if log is not None:
+            log(self.images.summary)
         # [epoch, mosaic on, load failures] in shared memory: seen by worker processes (fork or spawn,
         # persistent or not); a tensor because torch's pickler shares it in any start method
         self._state = torch.tensor([0, 1, 0], dtype=torch.int64).share_memory_()
@@ -117,7 +122,7 @@ class TrainDataset(Dataset):
             if j not in self._bad:
                 try:
                     return self._load_resized(j)
-                except _LOAD_ERRORS as e:
+                except LOAD_ERRORS as e:
                     self._bad.add(j)
                     log.warning("skipping unreadable training image (replaced by another): %s", e)
             self._state[2] += 1  # not atomic across workers: a count for the log, not a lock
@@ -125,16 +130,11 @@ class TrainDataset(Dataset):
                         f"{self.records[index].image}; run python -m utils.data.check_dataset --deep on the data")
 
     def _load_resized(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rec = self.records[j]
-        img = read_bgr(rec.image, (rec.width, rec.height))
-        h0, w0 = img.shape[:2]
-        r = self.img_size / max(h0, w0)
-        boxes = self._boxes[j]
-        if r != 1:
-            nw, nh = max(1, round(w0 * r)), max(1, round(h0 * r))
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            boxes = boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], np.float32)
-        return img, boxes, self._classes[j]
+        img = self.images.get(j)  # the RAM copy (read-only), or None: decode now
+        if img is None:
+            rec = self.records[j]
+            img = load_resized_bgr(rec.image, (rec.width, rec.height), self.img_size)
+        return img, self._boxes[j], self._classes[j]
 
     def _single(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One image, centred as a letterbox would be, randomly scaled and shifted."""
@@ -144,25 +144,35 @@ class TrainDataset(Dataset):
         return self._warp(img, boxes, cls, m)
 
     def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Four images around a random centre of a 2S canvas, then the random affine down to S."""
+        """Four images around a random centre of a 2S canvas, then the random affine down to S; only the
+        window of the canvas that the affine reads is built."""
         s = self.img_size
         others = rng.integers(0, len(self), size=3)
         xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, size=2))
         tiles = [self.load_resized(int(j)) for j in (index, *others)]
-        if self._canvas is None:
-            self._canvas = np.empty((2 * s, 2 * s, 3), np.uint8)
-        canvas, boxes, cls = mosaic_canvas(tiles, s, (xc, yc), self._canvas)
         m = affine_matrix(rng, s, (s, s), self.scale, self.translate)
+        if self._canvas is None:
+            self._canvas = np.empty(4 * s * s * 3, np.uint8)
+        window = source_window(m, s, 2 * s, 2 * s)
+        canvas, boxes, cls = mosaic_canvas(tiles, s, (xc, yc), self._canvas, window)
         # the area a box keeps is judged against the part pasted into the mosaic (as Ultralytics does)
-        return self._warp(canvas, boxes, cls, m)
+        return self._warp(canvas, boxes, cls, m, window[:2])
 
-    def _warp(self, img, boxes, cls, m):
+    def _warp(self, img, boxes, cls, m, origin=(0, 0)):
         s = self.img_size
-        out = warp(img, m, s)
+        out = warp(img, m, s, origin)
         if len(boxes) == 0:
             return out, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
         b, keep = clip_and_filter(transform_boxes(boxes, m), s, s)
         return out, b[keep], cls[keep]
+
+
+def _scaled(boxes: np.ndarray, width: int, height: int, img_size: int) -> np.ndarray:
+    """Boxes of a width x height image on the image resized by load_resized_bgr (once, not per sample)."""
+    nw, nh = long_side_size(width, height, img_size)
+    if (nw, nh) == (width, height):
+        return boxes
+    return boxes * np.array([nw / width, nh / height, nw / width, nh / height], np.float32)
 
 
 def train_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
