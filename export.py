@@ -4,7 +4,8 @@
     python export.py                                # best.pt of the newest run, next to it as best.onnx
     python predict.py img.jpg --weights runs/train/exp/weights/best.onnx
     python export.py --format openvino --dynamic    # best_openvino_model/best.xml (+ .bin), from the ONNX graph
-    python export.py --format openvino --int8 --data configs/voc.yaml --output best_int8/best.xml   # NNCF INT8
+    python export.py --format openvino --int8 --data configs/voc.yaml   # best_int8_openvino_model/: NNCF INT8
+    python export.py --format onnx --int8 --data configs/voc.yaml       # best_int8.onnx: onnxruntime static INT8
 
 The graph outputs the two raw head maps (out_s32, out_s16), exactly what the PyTorch model returns,
 so decode + NMS stay the one shared code path (nets/decode.py). Class names, input size, anchors,
@@ -28,13 +29,14 @@ def parse_args(argv: list[str] | None = None) -> tuple:
     p.add_argument("--format", default="onnx", choices=["onnx", "openvino"], help="export format")
     p.add_argument("--output", default="",
                    help="output file (default: the weights path with .onnx; openvino: "
-                        "<stem>_openvino_model/<stem>.xml)")
+                        "<stem>_openvino_model/<stem>.xml; --int8: <stem>_int8 in place of <stem>)")
     p.add_argument("--dynamic", action="store_true",
                    help="dynamic batch dimension too (height/width are dynamic unless --static)")
     p.add_argument("--static", action="store_true",
                    help="fix batch, height and width (square img_size) for runtimes that need it")
     p.add_argument("--int8", action="store_true",
-                   help="openvino: INT8 weights and activations (NNCF), calibrated on 300 training images of --data")
+                   help="INT8 weights and activations (openvino: NNCF; onnx: onnxruntime's static QDQ), "
+                        "calibrated on 300 training images of --data")
     p.add_argument("--atol", type=float, default=1e-4, help="max allowed |PyTorch - runtime| on the raw heads")
     return parse_config(argv, parser=p, mode="export", keys=EXPORT_KEYS)
 

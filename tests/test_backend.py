@@ -72,12 +72,14 @@ def test_cached_export_is_made_once_and_rebuilt_when_stale_or_foreign(backend, t
     fmt = backends.EXPORT_FORMAT[backend]
     ckpt = write_ckpt(tmp_path / "a" / "best.pt", seed=0)
     rng = np.random.default_rng(0)
-    imgs = [rng.integers(0, 255, (60, 90, 3), dtype=np.uint8), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    # at 64 px the first two share a 64x64 input (one batch of 2), the third is a 32x64 rect input
+    imgs = [rng.integers(0, 255, shape, dtype=np.uint8) for shape in [(60, 90, 3), (64, 64, 3), (30, 90, 3)]]
 
     def check(expect_export: bool) -> None:
         logs: list[str] = []
         pred = Predictor.from_weights(ckpt, device="cpu", backend=backend, conf_thres=0.2, log=logs.append)
         assert pred.exported and pred.model.backend == backend and pred.model.path.parent == cache.cache_dir(ckpt, fmt)
+        assert pred.model.batch is None and pred.model.fixed_hw is None and pred.rect  # dynamic batch, height, width
         assert any(m.startswith("exporting") for m in logs) == expect_export, logs
         ref = _dets(Predictor.from_weights(ckpt, device="cpu", backend="torch", conf_thres=0.2), imgs)
         got = _dets(pred, imgs)
@@ -106,6 +108,27 @@ def test_cached_export_is_made_once_and_rebuilt_when_stale_or_foreign(backend, t
     assert cache.is_valid(folder, cache.expected_manifest(ckpt, fmt, 17, True))
     assert not cache.is_valid(folder, cache.expected_manifest(ckpt, fmt, 18, True))  # other settings: rebuilt
     assert not cache.is_valid(folder, cache.expected_manifest(ckpt, fmt, 17, False))
+
+
+def test_two_processes_build_the_cached_export_once(tmp_path):
+    """predict.py twice at once on the same .pt (backend auto: its cached export): the second waits for the
+    first one's build under the file lock and uses it; both succeed, one build, a valid cache, no leftovers."""
+    import cv2
+
+    ckpt = write_ckpt(tmp_path / "best.pt")
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((48, 64, 3), 127, np.uint8))
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(img), "--weights", str(ckpt),
+                               "--backend", "auto", "--project", str(tmp_path / f"runs{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    backend = backends.AUTO_ORDER["fp32"][0]
+    assert all(f"{backend} fp32" in out for out, _ in outs), outs
+    assert sum(out.count("exporting ") for out, _ in outs) == 1, outs
+    fmt = backends.EXPORT_FORMAT[backend]
+    assert cache.is_valid(cache.cache_dir(ckpt, fmt), cache.expected_manifest(ckpt, fmt, 17, True))
+    assert sorted(p.name for p in cache.cache_dir(ckpt, fmt).parent.iterdir()) == [f".{fmt}.lock", fmt]
 
 
 def test_auto_falls_back_to_torch_when_no_exported_runtime_works(monkeypatch, tmp_path):

@@ -1,5 +1,5 @@
-"""ONNX export: onnx.checker, metadata, onnxruntime vs PyTorch parity on the raw heads, and
-predict.py running the same pipeline on the .onnx file."""
+"""ONNX export: onnx.checker, metadata, the onnxslim-simplified graph, onnxruntime vs PyTorch parity on the
+raw heads, predict.py running the same pipeline on the .onnx file, and onnxruntime's static INT8."""
 from __future__ import annotations
 
 import json
@@ -65,6 +65,26 @@ def test_onnx_file_is_valid_and_self_describing(exported):
     assert [o.name for o in proto.graph.output] == ["out_s32", "out_s16"]
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_onnx_graph_is_simplified(exported, tmp_path, monkeypatch):
+    """onnxslim folds what the tracer leaves (Identity, Constant and shape-arithmetic nodes): fewer nodes, the
+    same convolutions, the same dynamic input (parity: the tests around this one)."""
+    import onnxslim
+
+    from utils.export.onnx_export import export_onnx
+
+    ckpt, onnx_path, _ = exported
+    monkeypatch.setattr(onnxslim, "slim", lambda proto: proto)  # the same export without the simplification
+    raw = onnx.load(str(export_onnx(ckpt, tmp_path / "traced.onnx", dynamic=True))).graph
+    slim = onnx.load(str(onnx_path)).graph
+    ops = [n.op_type for n in slim.node]
+    assert "Constant" in {n.op_type for n in raw.node}  # what there was to fold
+    assert not {"Identity", "Constant"} & set(ops) and len(ops) < len(raw.node)
+    assert ops.count("Conv") == [n.op_type for n in raw.node].count("Conv")
+    dims = [d.dim_param or d.dim_value for d in slim.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+
+
 def test_onnxruntime_matches_pytorch_raw_heads(exported):
     ckpt, onnx_path, _ = exported
     model = load_model(ckpt)
@@ -127,3 +147,33 @@ def test_fixed_batch_export_and_missing_metadata(tmp_path):
     torch.onnx.export(m, (torch.zeros(1, 3, SIZE, SIZE),), str(bare), dynamo=False)
     with pytest.raises(ValueError, match="export.py"):
         Predictor.from_weights(bare, device="cpu")
+
+
+def test_onnx_int8_export_is_smaller_labelled_and_close(exported, tiny_voc, tmp_path):
+    """export.py --format onnx --int8: onnxruntime's static QDQ INT8 beside the fp32 file (best_int8.onnx),
+    ~4x smaller, the head convolutions left in fp32, described as int8, boxes near the fp32 ones."""
+    from utils.export.int8 import calibration_batches
+    from utils.infer.predictor import Predictor
+
+    ckpt, onnx_path, _ = exported
+    res = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(ckpt), "--format", "onnx",
+                          "--int8", "--dynamic", "--data", str(tiny_voc)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = ckpt.with_name("best_int8.onnx")
+    report = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("{")))
+    assert report["int8"] is True and report["onnx"] == str(out) and "get_map.py --weights" in res.stdout
+    assert out.stat().st_size < 0.4 * onnx_path.stat().st_size
+    graph = onnx.load(str(out)).graph
+    weights = {i.name for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    heads = [n for n in convs if set(n.output) & {"out_s32", "out_s16"}]
+    assert len(heads) == 2 and all(n.input[1] in weights for n in heads)  # fp32 weights: no DequantizeLinear
+    assert sum(n.input[1] not in weights for n in convs) == len(convs) - 2  # every other conv: int8 weights
+    pred = Predictor.from_weights(out, device="cpu", conf_thres=0.2)
+    assert "onnxruntime int8" in pred.describe()
+    x = np.concatenate(calibration_batches(str(tiny_voc), SIZE, count=4, seed=1))  # images like the calibration's
+    ref = Predictor.from_weights(onnx_path, device="cpu").model.run(x)
+    got = pred.model.run(x)
+    for r, g in zip(ref, got):  # quantisation noise: small against the heads' spread, but there (not a copy)
+        assert 0 < np.abs(r - g).mean() < 0.15 * r.std()

@@ -14,7 +14,6 @@ neither collide nor generate twice.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from filelock import FileLock
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring"]
 DEFAULTS = {"seed": 0, "num_train": 800, "num_val": 200, "num_test": 100, "style": "shapes"}
@@ -270,21 +270,6 @@ def _complete(root: Path, manifest: dict) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # Windows: rely on temp-dir + rename alone
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_val: int = 200,
                      num_test: int = 100, style: str = "shapes") -> Path:
     """The devkit of the built-in set under `root`, generating it first when missing or different."""
@@ -293,7 +278,7 @@ def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_
     if _complete(root, manifest):
         return root / "VOCdevkit"
     root.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root.parent / f".{root.name}.lock"):
+    with FileLock(root.parent / f".{root.name}.lock"):  # another process may be generating it
         if _complete(root, manifest):  # another process finished it while we waited
             return root / "VOCdevkit"
         total = num_train + num_val + num_test

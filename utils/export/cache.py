@@ -5,7 +5,8 @@ reused while it provably belongs to it, rebuilt otherwise.
 
 manifest.json holds the checkpoint's SHA-256, the export settings and the library versions, and the SHA-256
 of every exported file; an export is reused only when all of them match (a retrained best.pt, another
---opset or --no-fuse, an upgraded openvino, a copied-in or edited file: rebuilt, never used).
+--opset or --no-fuse, an upgraded openvino, a copied-in or edited file: rebuilt, never used). Processes that
+need the same export at once build it once: under a file lock (best.cache/.onnx.lock), re-checked after it.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from utils.export.onnx_export import export_onnx
 from utils.export.openvino_export import export_openvino
 
 CACHE_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
-PACKAGES = {"onnx": ("torch", "onnx"), "openvino": ("torch", "onnx", "openvino")}
+PACKAGES = {"onnx": ("torch", "onnx", "onnxslim"), "openvino": ("torch", "onnx", "onnxslim", "openvino")}
 
 
 def sha256(path: Path) -> str:
@@ -73,20 +76,24 @@ def cached_export(weights: str | Path, fmt: str, opset: int, fuse: bool = True,
     main = folder / CACHE_FILES[fmt][0]
     if is_valid(folder, expected):
         return main
-    log(f"exporting {weights} to {fmt} once ({'stale export replaced' if folder.exists() else 'cached'} in {folder})")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{fmt}_", dir=folder.parent))  # built aside, then moved in one step
-    try:
-        target = tmp / CACHE_FILES[fmt][0]
-        if fmt == "onnx":
-            export_onnx(weights, target, dynamic=True, opset=opset, fuse=fuse)
-        else:
-            export_openvino(weights, target, dynamic=True, opset=opset, fuse=fuse)
-        files = {name: sha256(tmp / name) for name in CACHE_FILES[fmt]}
-        (tmp / "manifest.json").write_text(json.dumps({**expected, "files": files}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with FileLock(folder.parent / f".{fmt}.lock"):  # a second process waits here for the first one's build
+        if is_valid(folder, expected):
+            return main
+        log(f"exporting {weights} to {fmt} once ({'stale export replaced' if folder.exists() else 'cached'} "
+            f"in {folder})")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{fmt}_", dir=folder.parent))  # built aside, then moved in one step
+        try:
+            target = tmp / CACHE_FILES[fmt][0]
+            if fmt == "onnx":
+                export_onnx(weights, target, dynamic=True, opset=opset, fuse=fuse)
+            else:
+                export_openvino(weights, target, dynamic=True, opset=opset, fuse=fuse)
+            files = {name: sha256(tmp / name) for name in CACHE_FILES[fmt]}
+            (tmp / "manifest.json").write_text(json.dumps({**expected, "files": files}, indent=1))
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return main

@@ -3,7 +3,9 @@
 The graph outputs the two raw head maps (out_s32, out_s16), exactly what the PyTorch model returns,
 so decode + NMS stay the one shared code path (nets/decode.py). Class names, input size, anchors,
 masks, strides and scale_x_y travel in the ONNX metadata (key `model_cfg`), so the .onnx file is all
-predict.py and get_map.py need.
+predict.py and get_map.py need. The traced graph is simplified by onnxslim (the tracer's Shape/Gather/
+Unsqueeze chains and Identity nodes folded: 177 -> 72 nodes for phi 3), and with `calibration` batches it
+is quantised to static INT8 by onnxruntime (utils/export/int8.py).
 """
 from __future__ import annotations
 
@@ -23,19 +25,27 @@ from nets.fuse import fuse_conv_bn
 from nets.weights.checkpoint import model_cfg_of
 from nets.weights.loader import load_model
 from utils.config import Config
+from utils.export.int8 import quantize_onnx_int8
 
 MODEL_CFG_KEY = "model_cfg"  # metadata key: JSON of the checkpoint's model_cfg plus masks and strides
 OUTPUT_NAMES = ["out_s32", "out_s16"]
 DEFAULT_OPSET = Config().opset  # 17: widely supported by onnxruntime, TensorRT and OpenVINO releases
+WEIGHTS_KEY = "weights_precision"  # metadata (an IR's rt_info): "int8" for a quantised export, else "fp32"
+SLIM_HINT = "pip install onnxslim (it simplifies the exported ONNX graph)"
 
 
 def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = None, batch_size: int = 1,
-                dynamic: bool = False, opset: int = DEFAULT_OPSET, fuse: bool = True, static: bool = False) -> Path:
-    """Write the ONNX file with its metadata and pass onnx.checker; returns the output path.
+                dynamic: bool = False, opset: int = DEFAULT_OPSET, fuse: bool = True, static: bool = False,
+                calibration: list[np.ndarray] | None = None) -> Path:
+    """Write the simplified ONNX file with its metadata and pass onnx.checker; returns the output path.
 
     Height and width stay dynamic (unless `static`) so predict.py feeds the same rect inputs as
-    with the .pt weights; `dynamic` also frees the batch dimension.
+    with the .pt weights; `dynamic` also frees the batch dimension. `calibration` batches given: static INT8.
     """
+    try:
+        import onnxslim  # ~2 s to import (sympy): only an export needs it, not predict.py on an exported file
+    except ImportError:
+        raise ImportError(f"the onnxslim package is not installed: {SLIM_HINT}") from None
     model = load_model(weights, device="cpu")
     size = int(img_size or model.img_size)
     if size % MAX_STRIDE:
@@ -55,7 +65,10 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
         warnings.simplefilter("ignore")  # tracer warnings about python ints in check_input_size
         torch.onnx.export(net, (x,), str(output), input_names=["images"], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
-    proto = onnx.load(str(output))
+    proto = onnxslim.slim(onnx.load(str(output)))
+    if calibration:  # the quantiser reads and writes files: the simplified fp32 graph is replaced in place
+        onnx.save(proto, str(output))
+        proto = onnx.load(str(quantize_onnx_int8(output, output, calibration)))
     cfg = model_cfg_of(model, img_size=size)
     cfg.update(masks=model.masks, strides=model.strides)
     meta = {
@@ -65,6 +78,7 @@ def export_onnx(weights: str | Path, output: str | Path, img_size: int | None = 
         "anchors": json.dumps(cfg["anchors"]),
         "outputs": "raw heads [out_s32, out_s16], Darknet layout; decode with nets/decode.py",
         "source_weights": Path(weights).name,
+        WEIGHTS_KEY: "int8" if calibration else "fp32",
     }
     del proto.metadata_props[:]
     for k, v in meta.items():

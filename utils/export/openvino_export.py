@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 
 from utils.export.int8 import quantize_int8
-from utils.export.onnx_export import DEFAULT_OPSET, MODEL_CFG_KEY, export_onnx, max_head_diff
+from utils.export.onnx_export import DEFAULT_OPSET, MODEL_CFG_KEY, WEIGHTS_KEY, export_onnx, max_head_diff
 
 INSTALL_HINT = "pip install openvino (or pick another backend: --backend onnxruntime or torch)"
 # OpenVINO's CPU plugin runs fp32 graphs in bf16 on CPUs with AMX/AVX512-BF16 unless told otherwise: the
 # precision is asked for explicitly, so an fp32 export gives fp32 numbers (parity) and bf16 is opt-in (--dtype)
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
-WEIGHTS_KEY = "weights_precision"  # rt_info: "int8" for an NNCF-quantised IR, else "fp32"
 
 
 def require_openvino() -> ModuleType:
@@ -35,11 +34,6 @@ def require_openvino() -> ModuleType:
     except ImportError:
         raise ImportError(f"the openvino package is not installed: {INSTALL_HINT}") from None
     return openvino
-
-
-def default_output(weights: Path) -> Path:
-    """best.pt -> best_openvino_model/best.xml (Ultralytics' layout: one folder per IR)."""
-    return weights.with_name(f"{weights.stem}_openvino_model") / f"{weights.stem}.xml"
 
 
 def export_openvino(weights: str | Path, output: str | Path, img_size: int | None = None, batch_size: int = 1,
@@ -96,7 +90,8 @@ def read_openvino(path: str | Path) -> tuple[Any, Path]:
         model = ov.Core().read_model(str(path))
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with "Exception from <file>" lines
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith("Exception from")]
-        raise ValueError(f"{path}: OpenVINO cannot read it ({(lines or ['unknown error'])[0][:200]}); {hint}") from None
+        name = f"{path} (+ {path.with_suffix('.bin').name})" if path.suffix.lower() == ".xml" else str(path)
+        raise ValueError(f"{name}: OpenVINO cannot read it ({(lines or ['unknown error'])[0][:200]}); {hint}") from None
     model_cfg_of_ir(model, path)  # fail here, naming the file, when the metadata is missing
     return model, path
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.export.onnx_export import MODEL_CFG_KEY, OUTPUT_NAMES
+from utils.export.onnx_export import MODEL_CFG_KEY, OUTPUT_NAMES, WEIGHTS_KEY
 from utils.export.openvino_export import (
     compile_openvino,
     model_cfg_of_ir,
@@ -123,7 +123,7 @@ def load_exported(path: str | Path, backend: str, device: torch.device = CPU, th
     inp = session.get_inputs()[0]
     shape = [v if isinstance(v, int) else None for v in inp.shape]
     return ExportedModel("onnxruntime", path, lambda x: session.run(OUTPUT_NAMES, {inp.name: x}),
-                         json.loads(meta[MODEL_CFG_KEY]), shape)
+                         json.loads(meta[MODEL_CFG_KEY]), shape, meta.get(WEIGHTS_KEY, "fp32"))
 
 
 def load_onnx_session(path: str | Path, device: torch.device, threads: int = 0) -> Any:
@@ -144,4 +144,5 @@ def load_onnx_session(path: str | Path, device: torch.device, threads: int = 0) 
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from None
+        raise ValueError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0]}); re-export it with "
+                         "python export.py --format onnx") from None
