@@ -104,7 +104,7 @@ def test_mode_defaults_sit_over_the_defaults_file_and_under_your_file_and_flags(
     assert (pred.conf_thres, pred.iou_thres, pred.img_size, pred.batch_size, pred.project) == (
         0.25, 0.45, 0, 8, "runs/predict")
     val = load_config(DEFAULT_CONFIG, mode="val")
-    assert (val.conf_thres, val.iou_thres, val.img_size, val.data, val.max_det) == (0.001, 0.6, 0, "", 300)
+    assert (val.conf_thres, val.iou_thres, val.img_size, val.data, val.max_det) == (0.001, 0.45, 0, "", 300)
     assert load_config(DEFAULT_CONFIG, mode="export").batch_size == 1
     assert load_config(DEFAULT_CONFIG, mode="train") == load_config(DEFAULT_CONFIG)
     mine = tmp_path / "mine.yaml"

@@ -217,7 +217,7 @@ def test_from_config_reads_the_shared_keys_with_predict_defaults(workspace):
     assert pred.classes == [1, 2] and pred.rect is False and not pred.multi_label
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in pred.model.modules())  # fuse false
     val = Predictor.from_config(weights, load_config(DEFAULT_CONFIG, {"img_size": 64}, mode="val"), multi_label=True)
-    assert (val.conf_thres, val.iou_thres, val.img_size, val.multi_label) == (0.001, 0.6, 64, True)
+    assert (val.conf_thres, val.iou_thres, val.img_size, val.multi_label) == (0.001, 0.45, 64, True)
 
 
 def test_rect_input_shapes_and_batching_independence():

@@ -1,6 +1,6 @@
 """Evaluation glue: a model or a detections file in, COCO / VOC numbers out.
 
-    res = evaluate_model(model, records, class_names, 416, 16, "cpu", conf=0.001, iou=0.6, metric="coco")
+    res = evaluate_model(model, records, class_names, 416, 16, "cpu", conf=0.001, iou=0.45, metric="coco")
     res["coco"]["AP"], res["voc"]["mAP"]      # the fixed shape of utils/eval/report.metrics_dict
 
 The ground truth of a split becomes an `EvalSet` (flat tables plus the ids that a COCO results json
@@ -367,7 +367,7 @@ def predictions_to_table(preds: Sequence[dict[str, torch.Tensor]]) -> DetTable:
 
 
 def evaluate_model(model: Any, records: Sequence[Any], class_names: Sequence[str], img_size: int, batch_size: int,
-                   device: Any, conf: float = 0.001, iou: float = 0.6, metric: str = "coco",
+                   device: Any, conf: float = 0.001, iou: float = 0.45, metric: str = "coco",
                    progress: bool = False, voc_iou: float = 0.5, max_det: int = 300,
                    plots_dir: str | Path | None = None) -> dict[str, Any]:
     """Score `model` on `records` (training-time evaluation): the fixed-shape dict of
