@@ -54,7 +54,8 @@ def test_time_budget_plans_warmup_and_ema_from_the_probe(tiny_voc, tmp_path, mon
     from utils.engine import trainer as trainer_mod
     monkeypatch.setattr(trainer_mod, "PROBE_STEPS", (0, 1))
     logs: list[str] = []
-    tr = trainer_mod.Trainer(make_cfg(tiny_voc, tmp_path, epochs=0, time=1 / 60, batch_size=2, warmup_epochs=3.0,
+    # epochs=100 as in configs/default.yaml: under a budget it is not the plan (the main job's case)
+    tr = trainer_mod.Trainer(make_cfg(tiny_voc, tmp_path, epochs=100, time=1 / 60, batch_size=2, warmup_epochs=3.0,
                                       name="probe"),
                              log=lambda *a: logs.append(" ".join(map(str, a))))
     tr.train()

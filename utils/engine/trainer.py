@@ -218,7 +218,7 @@ class Trainer:
         self.start_epoch, self.epochs, self.best_fitness, self.bad_evals = 0, cfg.epochs, -1.0, 0
         self.elapsed_before = 0.0
         self.nb = len(self.train_loader)
-        self.probing = cfg.time > 0 and cfg.epochs == 0  # plan from the first steps' time (plan.py)
+        self.probing = cfg.time > 0  # a budget plans the epochs (cfg.epochs then unused) from the first steps' time
         if self.probing:
             self.epochs = PLACEHOLDER_EPOCHS
         self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
