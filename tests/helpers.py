@@ -32,3 +32,15 @@ def assert_same_heads(ref: list[np.ndarray], got: list[np.ndarray], atol: float 
     for r, o in zip(ref, got):
         assert r.shape == o.shape
         np.testing.assert_allclose(o, r, atol=atol, rtol=0)
+
+
+def assert_int8_near_fp32(int8_path, fp32_path, data, size: int) -> None:
+    """An INT8 export's raw heads on images like its calibration's: quantisation noise, small against the heads'
+    spread, but there (not a copy of the fp32 graph)."""
+    from utils.export.int8 import calibration_batches
+    from utils.infer.predictor import Predictor
+    x = np.concatenate(calibration_batches(str(data), size, count=4, seed=1))
+    ref = Predictor.from_weights(fp32_path, device="cpu").model.run(x)
+    got = Predictor.from_weights(int8_path, device="cpu").model.run(x)
+    for r, g in zip(ref, got):
+        assert 0 < np.abs(r - g).mean() < 0.15 * r.std()
