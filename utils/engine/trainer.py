@@ -221,7 +221,7 @@ class Trainer:
         self.probing = cfg.time > 0  # a budget plans the epochs (cfg.epochs then unused) from the first steps' time
         if self.probing:
             self.epochs = PLACEHOLDER_EPOCHS
-        self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
+        self.size_warmup()
         if self.resume_ckpt:
             self.probing = False
             self.restore()
@@ -340,7 +340,7 @@ class Trainer:
         stop, self.epochs = broadcast_object((stop, self.epochs), self.dist)
         if self.probing:  # an epoch shorter than the probe: the warm-up follows the plan from the whole epoch
             self.probing = False
-            self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
+            self.size_warmup()
         self.set_ema_ramp()
         return stop
 
@@ -362,12 +362,16 @@ class Trainer:
         epochs = epochs_from_probe(step_s, self.nb, len(self.train_records), len(self.val_records), cfg.eval_interval,
                                    cfg.time * 60, self.elapsed())
         self.epochs = broadcast_object(epochs, self.dist)
-        self.warmup_iters = warmup_iters(cfg.warmup_epochs, self.nb, self.nb * self.epochs)
+        self.size_warmup()
         self.probing = False
         self.set_ema_ramp()
         if self.is_main:
             self.log(f"time budget {cfg.time:g} min: ~{self.epochs} epochs ({step_s:.2f} s a batch), warm-up "
                      f"{self.warmup_iters} batches")
+
+    def size_warmup(self) -> None:
+        """Warm-up length from the planned run (plan.warmup_iters)."""
+        self.warmup_iters = warmup_iters(self.cfg.warmup_epochs, self.nb, self.nb * self.epochs)
 
     def set_ema_ramp(self) -> None:
         """The EMA ramp follows the planned run's optimizer steps (plan.ema_tau)."""
