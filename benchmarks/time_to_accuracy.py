@@ -29,9 +29,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +40,13 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 from probes import cpu_busy_fraction, cpu_model, physical_cores  # noqa: E402
-from time_to_accuracy_systems import (  # noqa: E402
+from time_to_accuracy_systems import DataSet, Ours, Reference, Settings  # noqa: E402
+from time_to_accuracy_ultralytics import (  # noqa: E402
     DEFAULT_ULTRALYTICS_VENV,
-    SYSTEMS,
-    DataSet,
-    Settings,
-    ultralytics_env,
+    ULTRALYTICS_MODELS,
+    Ultralytics,
+    ensure_ultralytics,
+    write_yolo_copy,
 )
 
 from utils.data.load import load_records  # noqa: E402
@@ -62,6 +61,8 @@ from utils.eval.evaluate import (  # noqa: E402
 )
 from utils.eval.metrics import DetTable  # noqa: E402
 
+SYSTEMS: dict[str, Any] = {"ours": Ours(), "reference": Reference(),
+                           **{name: Ultralytics(name) for name in ULTRALYTICS_MODELS}}
 UNSEEN = "11:outline,12:small"
 UNSEEN_SIZES = "800,200,100"
 Curve = list[list[float]]  # [[minutes, AP, AP50, epoch], ...] by minutes
@@ -177,57 +178,6 @@ def load_set(data: str, out: Path) -> DataSet:
     d.mkdir(parents=True, exist_ok=True)
     return DataSet(name, data if data == "synthetic" else str(Path(data).resolve()), d, list(spec.names),
                    split["train"], split["val"], split["test"])
-
-
-def ensure_ultralytics(python: Path, st: Settings) -> str:
-    """Ultralytics' version in the venv of `python`. The default venv is made when missing: a plain venv whose .pth
-    file puts this venv's site-packages (torch, torchvision, numpy, ...) on its path, so both sides run the same
-    torch build and no second torch is installed; pip then adds ultralytics and what it lacks."""
-    check = [str(python), "-c", "import ultralytics; print(ultralytics.__version__)"]
-    if python.is_file():
-        r = subprocess.run(check, capture_output=True, text=True, env=ultralytics_env(st))
-        if r.returncode == 0:
-            return r.stdout.strip().splitlines()[-1]
-    if python != DEFAULT_ULTRALYTICS_VENV / "bin" / "python":
-        raise RuntimeError(f"--ultralytics-python {python}: no Python with ultralytics there; pip install ultralytics "
-                           f"into that environment, or leave the flag out to make {DEFAULT_ULTRALYTICS_VENV}")
-    print(f"making {DEFAULT_ULTRALYTICS_VENV} (ultralytics, sharing this venv's torch) ...", file=sys.stderr,
-          flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(DEFAULT_ULTRALYTICS_VENV)], check=True)
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    (site / "zz_shared_torch.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    for cmd, what in (([str(python), "-m", "pip", "install", "-q", "ultralytics"], "pip install ultralytics into"),
-                      (check, "import ultralytics in")):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=ultralytics_env(st))
-        if r.returncode != 0:
-            last = (r.stderr.strip().splitlines() or ["no message"])[-1]
-            raise RuntimeError(f"{what} {DEFAULT_ULTRALYTICS_VENV} failed: {last}; remove that folder to start over, "
-                               "or pass --ultralytics-python")
-    return r.stdout.strip().splitlines()[-1]
-
-
-def write_yolo_copy(ds: DataSet) -> Path:
-    """The data set in Ultralytics' layout: images/<split>/ (links to our files), labels/<split>/*.txt (class cx cy
-    w h, normalised; difficult and crowd boxes left out, as our training does), data.yaml. Returns the YAML."""
-    root = ds.dir / "yolo"
-    shutil.rmtree(root, ignore_errors=True)  # rebuilt every time (links and small files): never a stale copy
-    for split, records in (("train", ds.train), ("val", ds.val), ("test", ds.test)):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i, r in enumerate(records):
-            src = Path(r.image).resolve()
-            name = f"{i:06d}_{src.stem}"
-            (root / "images" / split / f"{name}{src.suffix}").symlink_to(src)
-            keep = r.train_mask
-            lines = [f"{int(c)} {(b[0] + b[2]) / 2 / r.width:.6f} {(b[1] + b[3]) / 2 / r.height:.6f} "
-                     f"{(b[2] - b[0]) / r.width:.6f} {(b[3] - b[1]) / r.height:.6f}\n"
-                     for b, c in zip(r.boxes[keep].tolist(), r.classes[keep].tolist())]
-            (root / "labels" / split / f"{name}.txt").write_text("".join(lines))
-    names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(ds.class_names))
-    yaml_path = root / "data.yaml"
-    yaml_path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\ntest: images/test\nnames:\n{names}")
-    return yaml_path
 
 
 # ------------------------------------------------------------------------------------------------- output

@@ -2,7 +2,7 @@
 
 - `Ours`: `python train.py --data D --time M --save-period 1 --seed S` (defaults otherwise). Curve points: results.csv's
   `elapsed` (seconds since the loop started, evaluation included) and weights/epoch{N}.pt (EMA weights).
-  Predictions: get_map.py's path (`detections_of_model`: conf 0.001, NMS IoU 0.6, multi-label), torch backend.
+  Predictions: get_map.py's path (`detections_of_model`: conf 0.001, NMS IoU 0.45, multi-label), torch backend.
 - `Reference`: bubbliiiing/yolov4-tiny-pytorch's own train.py, copied into the run folder with its settings block
   rewritten (from scratch, Adam, Init_lr 1e-3 with its nbs-64 rule and limits, weight decay 0, cosine decay, mosaic
   0.5 for the first 70% of epochs, save_period 1, its eval off) and run by a small driver that wraps its
@@ -10,9 +10,7 @@
   fixed up front (its cosine schedule needs it): planned from a 1-epoch probe run of the same recipe, or given.
   Predictions: YOLO.get_map_txt's steps (its resize, decode and NMS) at its get_map.py settings, conf 0.001, NMS IoU
   0.5, with full-precision boxes and scores instead of its text file's truncated ones.
-- `Ultralytics` (yolo26n, yolo11n): `YOLO("yolo26n.yaml").train(time=hours, pretrained=False, save_period=1, ...)` in
-  a venv of its own. Curve points: results.csv's `time` and weights/epoch{N-1}.pt (it numbers checkpoints from 0).
-  Predictions: `YOLO(weights).predict(conf=0.001, max_det=300)` (its NMS IoU 0.7; yolo26 is NMS-free).
+- `Ultralytics` (yolo26n, yolo11n): time_to_accuracy_ultralytics.py.
 
 Each system returns one DetTable per checkpoint (test split, record order, original pixels); the caller scores them.
 The reference's and Ultralytics' code runs in child processes only: their `nets`/`utils`/`ultralytics` packages
@@ -46,10 +44,8 @@ from utils.eval.metrics import DetTable
 from utils.eval.val_run import detections_of_model
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ULTRALYTICS_VENV = ROOT / ".venv-ultralytics"
-ULTRALYTICS_MODELS = {"yolo26n": "yolo26n.yaml", "yolo11n": "yolo11n.yaml"}
+DEFAULT_ULTRALYTICS_VENV = ROOT / ".venv-ultralytics"  # Settings' default; made by time_to_accuracy_ultralytics.py
 REFERENCE_CONF, REFERENCE_NMS_IOU = 0.001, 0.5  # its get_map.py's settings
-ULTRALYTICS_CONF = 0.001
 
 
 @dataclass
@@ -147,7 +143,7 @@ def by_path(records: list[Record], dets: dict[str, list[list[float]]], what: str
 class Ours:
     name = "ours"
     about = {"recipe": "train.py's defaults with --time, --save-period 1, --seed",
-             "predictions": "get_map.py's path: conf 0.001, NMS IoU 0.6, multi-label, torch backend"}
+             "predictions": "get_map.py's path: conf 0.001, NMS IoU 0.45, multi-label, torch backend"}
 
     def command(self, ds: DataSet, seed: int, run_dir: Path, st: Settings) -> list[str]:
         return [sys.executable, str(ROOT / "train.py"), "--data", ds.data, "--time", f"{st.budget_min:g}",
@@ -348,83 +344,3 @@ class Reference:
         dets = json.loads(result.read_text())
         result.unlink()
         return [by_path(ds.test, dets[str(e.weights)], f"reference {e.weights}") for e in epochs]
-
-
-
-# ----------------------------------------------------------------------------------------------- ultralytics
-ULTRALYTICS_TRAIN = r'''
-import json, sys
-from ultralytics import YOLO
-a = json.loads(sys.argv[1])
-YOLO(a["model"]).train(**a["train"])
-'''
-
-ULTRALYTICS_PREDICT = r'''
-import json, sys
-import torch
-from ultralytics import YOLO
-a = json.loads(sys.argv[1])
-out = {}
-for weights in a["weights"]:
-    dets = {}
-    for r in YOLO(weights).predict(source=a["images"], conf=a["conf"], imgsz=a["img"], device=a["device"],
-                                   max_det=300, batch=8, stream=True, verbose=False):
-        b = r.boxes
-        dets[r.path] = torch.cat([b.xyxy, b.conf[:, None], b.cls[:, None]], 1).double().tolist()
-    out[weights] = dets
-json.dump(out, open(a["result"], "w"))
-'''
-
-
-def ultralytics_env(st: Settings) -> dict[str, str]:
-    """Offline: no online checks or telemetry (YOLO_OFFLINE), no pip installs at run time (YOLO_AUTOINSTALL); its
-    settings file in the output folder instead of ~/.config (YOLO_CONFIG_DIR). Plots are off, so no font is fetched."""
-    return child_env(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false", YOLO_CONFIG_DIR=str(st.config_dir))
-
-
-class Ultralytics:
-    def __init__(self, name: str):
-        self.name, self.model = name, ULTRALYTICS_MODELS[name]
-        self.about = {"recipe": f"YOLO('{self.model}').train(time, imgsz, batch, pretrained=False, save_period=1, "
-                                "device, workers, seed, plots=False), its defaults otherwise (on a CPU it always "
-                                "loads data in the main process)",
-                      "predictions": f"YOLO(weights).predict(conf={ULTRALYTICS_CONF}, max_det=300): its NMS IoU 0.7 "
-                                     "(yolo26: NMS-free)"}
-
-    def train_args(self, ds: DataSet, seed: int, run_dir: Path, st: Settings) -> dict[str, Any]:
-        return {"data": str(ds.yolo_yaml), "time": st.budget_min / 60, "imgsz": st.img, "batch": st.batch,
-                "pretrained": False, "save_period": 1, "device": st.device if st.device == "cpu" else "0",
-                "workers": st.workers, "seed": seed, "plots": False, "project": str(run_dir.parent),
-                "name": run_dir.name, "exist_ok": True}
-
-    def train(self, ds: DataSet, seed: int, run_dir: Path, st: Settings) -> dict[str, Any]:
-        args = {"model": self.model, "train": self.train_args(ds, seed, run_dir, st)}
-        run_dir.mkdir(parents=True)
-        cmd = [str(st.ultralytics_python), "-c", ULTRALYTICS_TRAIN, json.dumps(args)]
-        info = run_logged(cmd, run_dir / "tta_train.log", run_dir, ultralytics_env(st), st.budget_min * 120 + 900)
-        check_run(f"{self.name} ({ds.name}, seed {seed})", info)
-        return {"command": [str(st.ultralytics_python), "-c", "YOLO(model).train(**train)"], **args, **info}
-
-    def epochs(self, run_dir: Path) -> list[Epoch]:
-        """results.csv rows (epoch 1-based, `time` seconds since its loop started) with weights/epoch{epoch - 1}.pt."""
-        rows = [{k.strip(): v for k, v in r.items()} for r in read_csv(run_dir / "results.csv")]
-        out = [Epoch(n, float(r["time"]), run_dir / "weights" / f"epoch{n - 1}.pt")
-               for r in rows for n in [int(float(r["epoch"]))]]
-        return [e for e in out if e.weights.is_file()]
-
-    def detections(self, ds: DataSet, run_dir: Path, epochs: list[Epoch], st: Settings) -> list[DetTable]:
-        result = run_dir / "tta_predictions.json"
-        payload = {"weights": [str(e.weights) for e in epochs], "images": image_paths(ds),
-                   "conf": ULTRALYTICS_CONF, "img": st.img, "device": st.device if st.device == "cpu" else "0",
-                   "result": str(result)}
-        info = run_logged([str(st.ultralytics_python), "-c", ULTRALYTICS_PREDICT, json.dumps(payload)],
-                          run_dir / "tta_predict.log", run_dir, ultralytics_env(st), 3600)
-        check_run(f"{self.name} predictions ({run_dir})", info)
-        dets = {w: {str(Path(p).resolve()): v for p, v in d.items()} for w, d in json.loads(result.read_text()).items()}
-        result.unlink()
-        return [by_path(ds.test, dets[str(e.weights)], f"{self.name} {e.weights}") for e in epochs]
-
-
-
-SYSTEMS: dict[str, Any] = {"ours": Ours(), "reference": Reference(),
-                           **{name: Ultralytics(name) for name in ULTRALYTICS_MODELS}}

@@ -19,13 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import time_to_accuracy as tta  # noqa: E402
-from time_to_accuracy_systems import (  # noqa: E402
-    DataSet,
-    Ours,
-    Ultralytics,
-    by_path,
-    rewrite_settings,
-)
+from time_to_accuracy_systems import DataSet, Ours, by_path, rewrite_settings  # noqa: E402
+from time_to_accuracy_ultralytics import Ultralytics  # noqa: E402
 
 from utils.data.records import Record  # noqa: E402
 from utils.eval.evaluate import predictions_to_table  # noqa: E402
