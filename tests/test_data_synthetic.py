@@ -113,3 +113,15 @@ def test_styles_give_other_sets_and_the_default_keeps_its_manifest(tmp_path):
         generate(tmp_path / "x", num_train=1, num_val=0, num_test=0, style="nope")
     devkit = ensure_synthetic(tmp_path / "o", seed=5, num_train=3, num_val=1, num_test=1, style="outline")
     assert len(list((devkit / "VOC2007" / "JPEGImages").glob("*.jpg"))) == 5
+
+
+def test_unknown_style_in_a_data_yaml_names_the_file(tmp_path):
+    """A typo in a data YAML's `style:` is one error naming the YAML, the style and the choices; nothing is written."""
+    from utils.data.records import DataError
+    cfg = tmp_path / "unseen.yaml"
+    cfg.write_text(f"format: synthetic\npath: {tmp_path / 'set'}\nseed: 3\nstyle: outlines\n")
+    with pytest.raises(DataError) as e:
+        load_data_spec(str(cfg))
+    msg = str(e.value)
+    assert str(cfg) in msg and "'outlines'" in msg and "outline" in msg.split("not one of", 1)[1]
+    assert not (tmp_path / "set").exists()

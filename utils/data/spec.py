@@ -75,7 +75,10 @@ def _from_yaml(path: Path) -> DataSpec:
         raise DataError(f"{path}: expected a mapping (format, path, train, val, names), got {type(cfg).__name__}")
     fmt = str(cfg.get("format", "")).lower().replace("yolo_txt", "yolo").replace("yolo-txt", "yolo")
     if fmt == "synthetic":
-        return _synthetic_spec(cfg)
+        try:
+            return _synthetic_spec(cfg)
+        except ValueError as e:  # a bad generator setting (e.g. an unknown style): say which file holds it
+            raise DataError(f"{path}: {e}; fix it in {path.name}") from None
     bases = [path.parent, Path.cwd(), ROOT]
     try:
         root = find_path(cfg["path"], bases, f"{path}: 'path'") if cfg.get("path") else path.parent

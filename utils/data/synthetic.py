@@ -237,8 +237,7 @@ def _write_one(year: Path, seed: int, i: int, style: str) -> None:
 def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200, num_test: int = 100,
              style: str = "shapes") -> Path:
     """Write the data set into `out` (VOCdevkit/VOC2007, classes.txt, synthetic.json last); returns the devkit."""
-    if style not in STYLES:
-        raise ValueError(f"synthetic style '{style}' is not one of {', '.join(STYLES)}")
+    _check_style(style)
     year = out / "VOCdevkit" / "VOC2007"
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (year / d).mkdir(parents=True, exist_ok=True)
@@ -255,6 +254,11 @@ def generate(out: Path, seed: int = 0, num_train: int = 800, num_val: int = 200,
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in CLASSES))
     (out / "synthetic.json").write_text(json.dumps(_manifest(seed, num_train, num_val, num_test, style), indent=1))
     return out / "VOCdevkit"
+
+
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"synthetic style '{style}' is not one of {', '.join(STYLES)}")
 
 
 def _manifest(seed: int, num_train: int, num_val: int, num_test: int, style: str = "shapes") -> dict:
@@ -274,6 +278,7 @@ def ensure_synthetic(root: str | Path, seed: int = 0, num_train: int = 800, num_
                      num_test: int = 100, style: str = "shapes") -> Path:
     """The devkit of the built-in set under `root`, generating it first when missing or different."""
     root = Path(root)
+    _check_style(style)  # before the lock and the "generating" line
     manifest = _manifest(seed, num_train, num_val, num_test, style)
     if _complete(root, manifest):
         return root / "VOCdevkit"
