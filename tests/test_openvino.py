@@ -82,7 +82,7 @@ def test_batches_split_across_throughput_streams_give_the_one_request_heads(expo
     ir, one = load_exported(xml, "openvino"), load_exported(xml, "openvino", streams=False)
     x = np.random.default_rng(2).random((5, 3, SIZE, SIZE), dtype=np.float32)
     ir.run(x[:1])
-    assert not ir._batch_runner.requests and one._batch_runner is None
+    assert ir._batch_runner.queue is None and one._batch_runner is None
     got, ref = ir.run(x), one.run(x)
     assert ir._batch_runner.streams() >= 1
     for g, r in zip(got, ref):
