@@ -73,26 +73,6 @@ def test_openvino_matches_pytorch_raw_heads(exported):
         assert_same_heads(ref, got)
 
 
-def test_batches_split_across_throughput_streams_give_the_one_request_heads(exported):
-    """Batches of 2+ run on a THROUGHPUT compile, split across its requests (uneven parts included) and put back in
-    order; batch 1 and `streams=False` stay on the LATENCY request, which never compiles the streams."""
-    from utils.infer.backends import load_exported
-
-    _, xml, _ = exported
-    ir, one = load_exported(xml, "openvino"), load_exported(xml, "openvino", streams=False)
-    x = np.random.default_rng(2).random((5, 3, SIZE, SIZE), dtype=np.float32)
-    ir.run(x[:1])
-    assert ir._batch_runner.queue is None and one._batch_runner is None
-    got, ref = ir.run(x), one.run(x)
-    assert ir._batch_runner.streams() >= 1
-    for g, r in zip(got, ref):
-        assert g.shape == r.shape and g.shape[0] == 5
-        np.testing.assert_allclose(g, r, atol=1e-4)
-    singles = [ir.run(x[i:i + 1]) for i in range(5)]  # order: image i's heads are image i's alone
-    for k in range(2):
-        np.testing.assert_allclose(got[k], np.concatenate([s[k] for s in singles]), atol=1e-4)
-
-
 def test_predict_and_api_on_the_ir_give_the_pytorch_boxes(exported, tmp_path):
     from utils.api import Detector
     from utils.data.image import load_image

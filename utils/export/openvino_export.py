@@ -119,13 +119,12 @@ def weights_precision(model: Any) -> str:
     return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "fp32"
 
 
-def compile_openvino(model: Any, threads: int = 0, precision: str = "fp32", hint: str = "LATENCY") -> Any:
-    """The model compiled for the CPU: `threads` > 0 caps its threads; precision fp32 | bf16; hint LATENCY (one
-    stream using every core: batch 1) or THROUGHPUT (several streams sharing the cores: ThroughputRunner)."""
+def compile_openvino(model: Any, threads: int = 0, precision: str = "fp32") -> Any:
+    """The model compiled for the CPU: `threads` > 0 caps its threads; precision fp32 | bf16."""
     ov = require_openvino()
     if precision not in PRECISION_HINTS:
         raise ValueError(f"the openvino backend runs fp32 or bf16, not {precision}; drop --dtype")
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": hint}
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return ov.Core().compile_model(model, "CPU", config)
@@ -135,36 +134,6 @@ def run_compiled(request: Any, x: np.ndarray) -> list[np.ndarray]:
     """Both raw heads of one infer request (copies: the request reuses its buffers)."""
     request.infer([np.ascontiguousarray(x, dtype=np.float32)])
     return [request.get_output_tensor(i).data.copy() for i in range(2)]
-
-
-class ThroughputRunner:
-    """A batch split across the infer requests of a THROUGHPUT-hint compile, all running at once (one CPU stream
-    each): on small feature maps one stream leaves cores idle at each layer's sync, several streams do not.
-    Compiled on the first batch, so batch-1 work (predict.py on one image) never pays for it."""
-
-    def __init__(self, model: Any, threads: int = 0, precision: str = "fp32"):
-        self.model, self.threads, self.precision = model, threads, precision
-        self.queue: Any = None
-
-    def streams(self) -> int:
-        if self.queue is None:
-            ov = require_openvino()
-            compiled = compile_openvino(self.model, self.threads, self.precision, hint="THROUGHPUT")
-            self.queue = ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        return len(self.queue)
-
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        parts = np.array_split(np.ascontiguousarray(x, dtype=np.float32), min(self.streams(), x.shape[0]))
-        outs: list[list[np.ndarray]] = [[] for _ in parts]
-
-        def done(request: Any, i: int) -> None:  # runs on OpenVINO's thread; the request reuses its buffers
-            outs[i] = [request.get_output_tensor(k).data.copy() for k in range(2)]
-
-        self.queue.set_callback(done)
-        for i, part in enumerate(parts):
-            self.queue.start_async([part], i)
-        self.queue.wait_all()
-        return [np.concatenate(heads) for heads in zip(*outs)]
 
 
 def check_parity_openvino(weights: str | Path, xml: str | Path, batch: int = 1, seed: int = 0) -> float:

@@ -21,7 +21,6 @@ import torch
 
 from utils.export.onnx_export import MODEL_CFG_KEY, OUTPUT_NAMES, WEIGHTS_KEY
 from utils.export.openvino_export import (
-    ThroughputRunner,
     compile_openvino,
     model_cfg_of_ir,
     read_openvino,
@@ -30,10 +29,9 @@ from utils.export.openvino_export import (
 )
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-# fastest first, model-only at 416 fp32 on a 2-core AVX-512/AMX CPU, each in its own process, medians of 3 rounds:
-# batch 1 onnxruntime 33.6 ms, openvino 38.1, torch fused channels-last 48.6; batch 32 887 / 849 (streams) / 1519 ms
-# (a tie at batch 32; batch 1 decides). bf16 (--dtype bf16): openvino 17.3 ms (AMX); onnxruntime has no bf16 CPU
-# kernels.
+# fastest first, model-only at 416 fp32 on a 2-core AVX-512/AMX CPU, medians of interleaved runs (idle machine):
+# batch 1 onnxruntime 30.7 ms, openvino 37.0, torch fused channels-last 44.1; batch 32 851 / 898 / 1213 ms.
+# bf16 (--dtype bf16): openvino 14.8 ms (AMX); onnxruntime has no bf16 CPU kernels.
 AUTO_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "bf16": ("openvino", "torch")}
 EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}  # the cached export each exported backend runs
 CPU = torch.device("cpu")
@@ -75,23 +73,19 @@ def resolve_backend(backend: str | None, path: Path, device: torch.device, torch
 
 
 class ExportedModel:
-    """An exported model behind one call: `run(x)` -> the raw heads as numpy, plus the export's model_cfg.
-    `batch_runner`, where the runtime has one, runs batches of 2+ on a dynamic-batch export (OpenVINO: the batch
-    split across THROUGHPUT streams)."""
+    """An exported model behind one call: `run(x)` -> the raw heads as numpy, plus the export's model_cfg."""
 
     def __init__(self, backend: str, path: Path, runner: Any, model_cfg: dict, input_shape: list[int | None],
-                 precision: str = "fp32", batch_runner: Any = None):
+                 precision: str = "fp32"):
         self.backend, self.path, self.model_cfg, self.precision = backend, path, model_cfg, precision
         self.batch = input_shape[0]  # None: dynamic
         self.fixed_hw = tuple(input_shape[2:4]) if all(isinstance(v, int) for v in input_shape[2:4]) else None
-        self._runner, self._batch_runner = runner, batch_runner
+        self._runner = runner
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         """Raw heads [out_s32, out_s16] of a (B, 3, H, W) float32 batch; a fixed-batch export gets chunks of its
         own batch size, the last one padded."""
         b = self.batch
-        if b is None and x.shape[0] > 1 and self._batch_runner is not None:
-            return self._batch_runner(x)
         if b is None or b == x.shape[0]:
             return self._runner(x)
         chunks = []
@@ -108,10 +102,9 @@ class ExportedModel:
 
 
 def load_exported(path: str | Path, backend: str, device: torch.device = CPU, threads: int = 0,
-                  precision: str = "fp32", streams: bool = True) -> ExportedModel:
+                  precision: str = "fp32") -> ExportedModel:
     """An .onnx on onnxruntime or OpenVINO, or an IR on OpenVINO; ValueError naming the file when it is
-    unreadable or has no model_cfg, ImportError naming the package to install. `streams`: OpenVINO runs batches
-    across THROUGHPUT streams (False: every batch on the one LATENCY request)."""
+    unreadable or has no model_cfg, ImportError naming the package to install."""
     path = Path(path)
     if backend == "openvino":
         model, path = read_openvino(path)
@@ -119,7 +112,7 @@ def load_exported(path: str | Path, backend: str, device: torch.device = CPU, th
         shape = [d.get_length() if d.is_static else None for d in model.input(0).get_partial_shape()]
         label = "int8" if weights_precision(model) == "int8" else precision
         return ExportedModel("openvino", path, lambda x: run_compiled(request, x), model_cfg_of_ir(model, path),
-                             shape, label, ThroughputRunner(model, threads, precision) if streams else None)
+                             shape, label)
     if precision != "fp32":
         raise ValueError(f"onnxruntime runs {path.name} in the precision it was exported in (fp32); drop --dtype")
     session = load_onnx_session(path, device, threads)
