@@ -2,7 +2,7 @@
 
 - `Ours`: `python train.py --data D --time M --save-period 1 --seed S` (defaults otherwise). Curve points: results.csv's
   `elapsed` (seconds since the loop started, evaluation included) and weights/epoch{N}.pt (EMA weights).
-  Predictions: get_map.py's path (`detections_of_model`: conf 0.001, NMS IoU 0.45, multi-label), torch backend.
+  Predictions: get_map.py's path (`detections_of_model` at its val defaults, multi-label), torch backend.
 - `Reference`: bubbliiiing/yolov4-tiny-pytorch's own train.py, copied into the run folder with its settings block
   rewritten (from scratch, Adam, Init_lr 1e-3 with its nbs-64 rule and limits, weight decay 0, cosine decay, mosaic
   0.5 for the first 70% of epochs, save_period 1, its eval off) and run by a small driver that wraps its
@@ -140,10 +140,14 @@ def by_path(records: list[Record], dets: dict[str, list[list[float]]], what: str
 
 
 # ----------------------------------------------------------------------------------------------------- ours
+VAL = load_config(DEFAULT_CONFIG, mode="val")  # get_map.py's defaults: what Ours' predictions use
+
+
 class Ours:
     name = "ours"
     about = {"recipe": "train.py's defaults with --time, --save-period 1, --seed",
-             "predictions": "get_map.py's path: conf 0.001, NMS IoU 0.45, multi-label, torch backend"}
+             "predictions": f"get_map.py's path: conf {VAL.conf_thres:g}, NMS IoU {VAL.iou_thres:g}, multi-label, "
+                            "torch backend"}
 
     def command(self, ds: DataSet, seed: int, run_dir: Path, st: Settings) -> list[str]:
         return [sys.executable, str(ROOT / "train.py"), "--data", ds.data, "--time", f"{st.budget_min:g}",

@@ -77,6 +77,8 @@ def _from_yaml(path: Path) -> DataSpec:
     if fmt == "synthetic":
         try:
             return _synthetic_spec(cfg)
+        except DataError:  # names its own file already
+            raise
         except ValueError as e:  # a bad generator setting (e.g. an unknown style): say which file holds it
             raise DataError(f"{path}: {e}; fix it in {path.name}") from None
     bases = [path.parent, Path.cwd(), ROOT]
