@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, m in models.items():
         if m is None:
             continue
-        res = evaluate_model(m, spec_records, tr.class_names, cfg.img_size, cfg.batch_size, tr.device)
+        res = evaluate_model(m, spec_records, tr.class_names, cfg.img_size, cfg.batch_size, tr.device,
+                             cfg.conf_thres, cfg.iou_thres, max_det=cfg.max_det)
         out["test"][name] = {"AP": round(res["coco"]["AP"], 4), "AP50": round(res["coco"]["AP50"], 4)}
     print(json.dumps(out))
     return out
