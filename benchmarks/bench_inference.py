@@ -27,15 +27,17 @@ Pipelines are timed round-robin (one call each in turn, order rotated) so that l
 processes hits all alike; medians (and p10/p90, min/max) over --runs after --warmup. Prefer an idle machine.
 
 `--device cuda` times our pipelines on the GPU (the reference and its approximation stay CPU-only and
-are skipped there). `measure()` and `model_only_square()` are what `benchmarks/run.py` calls; the latter
+are skipped there). `measure()` and `model_only_isolated()` are what `benchmarks/run.py` calls; the latter
 times the network alone on a square img_size input for eager / fused / fused+channels-last / (fp16 on
-GPU) / onnxruntime at any batch size.
+GPU) / onnxruntime / OpenVINO at any batch size, each variant in a process of its own (`--model-only VARIANT`
+is that process: model_only_square with every other variant skipped).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,12 +131,12 @@ def openvino_throughput(xml: Path, precision: str, x: np.ndarray, threads: int =
     (one CPU stream each, run at once): on 2 cores ~1.1x (fp32) to 1.6x (bf16) the images/s of one request."""
     import openvino  # optional: only for the openvino rows
 
-    from utils.export.openvino_export import PRECISION_HINTS
+    from utils.export.openvino_export import PRECISION_HINTS, openvino_core
 
     config: dict = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = threads
-    core = openvino.Core()
+    core = openvino_core()
     compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
     n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
     queue, parts = openvino.AsyncInferQueue(compiled, n), np.array_split(x, n)
@@ -144,6 +146,11 @@ def openvino_throughput(xml: Path, precision: str, x: np.ndarray, threads: int =
             queue.start_async([part])
         queue.wait_all()
     return call
+
+
+OPENVINO_VARIANTS = ("openvino", "openvino_bf16", "openvino_int8", "openvino_throughput", "openvino_bf16_throughput")
+MODEL_ONLY_VARIANTS = ("eager", "fused", "fused_channels_last", "fused_channels_last_fp16", "fused_channels_last_bf16",
+                       "fused_channels_last_fp16_cudagraph", "onnxruntime", "onnxruntime_int8", *OPENVINO_VARIANTS)
 
 
 def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu", runs: int = 30, warmup: int = 5,
@@ -210,14 +217,12 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     fns.update({name: (lambda s=s: s.run(None, {"images": x_np})) for name, s in sessions.items()})
     if "onnxruntime" in sessions:
         providers = sessions["onnxruntime"].get_providers()
-    if dev.type == "cpu" and installed("openvino"):
-        import openvino  # optional: only for the openvino rows
-
-        from utils.export.openvino_export import export_openvino
+    if dev.type == "cpu" and installed("openvino") and not set(OPENVINO_VARIANTS) <= set(skip):
+        from utils.export.openvino_export import export_openvino, openvino_core
 
         with tempfile.TemporaryDirectory(prefix="bench_ov_") as d:  # compiled models keep the weights in memory
             xml = export_openvino(weights, Path(d) / "model.xml", img_size=size, dynamic=True)
-            native = ("BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")) and "bf16"
+            native = ("BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")) and "bf16"
             irs = {name: load_exported(xml, "openvino", dev, threads, precision)  # bf16 only where the CPU has it
                    for name, precision in (("openvino", "fp32"), ("openvino_bf16", native)) if precision
                    and name not in skip}
@@ -228,6 +233,8 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
             for name, precision in (("openvino_throughput", "fp32"), ("openvino_bf16_throughput", native)):
                 if batch > 1 and precision and name not in skip:
                     fns[name] = openvino_throughput(xml, precision, x_np, threads)
+    if not fns:  # every asked-for variant is one this machine lacks (model_only_isolated's child for a CUDA row)
+        return {}
     reps = dict.fromkeys(fns, 1)
     for name, fn in list(fns.items()) if min_sample_s > 0 else []:
         fn()  # first call: allocations, cuDNN autotuning, onnxruntime's first run
@@ -253,6 +260,41 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
     return out
 
 
+def model_only_isolated(weights: Path, size: int, batch: int, device: str = "cpu", runs: int = 30, warmup: int = 5,
+                        rounds: int = 3, onnx_path: Path | None = None, threads: int = 0, skip: tuple[str, ...] = (),
+                        min_sample_s: float = 0.0, timeout: float = 900) -> dict:
+    """model_only_square's rows, each variant timed in a process of its own, `rounds` times in turn (the order
+    rotated each round). Runtimes timed in one process slow each other down: on 2 cores torch took 70 ms at batch 1
+    right after OpenVINO / onnxruntime calls against 48.6 ms alone (their idle thread pools still compete), so
+    interleaving inside one process biases the ratios between runtimes. A variant's row is that of its median
+    round, with every round's median in `round_medians_ms`; variants this machine cannot run are left out."""
+    names = [n for n in MODEL_ONLY_VARIANTS if n not in skip]
+    rows: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if name not in rows:
+                continue
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--model-only", name, "--weights", str(weights),
+                   "--img-size", str(size), "--batch", str(batch), "--device", device, "--runs", str(runs),
+                   "--warmup", str(warmup), "--threads", str(threads), "--min-sample-s", str(min_sample_s)]
+            if onnx_path is not None:
+                cmd += ["--onnx", str(onnx_path)]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            if p.returncode != 0:
+                raise RuntimeError(f"model-only {name} (batch {batch}) failed in its process:\n{p.stderr[-2000:]}")
+            row = json.loads(p.stdout).get(name)
+            if row is None:  # not on this machine (a CUDA row on CPU, OpenVINO not installed, ...)
+                del rows[name]
+            else:
+                rows[name].append(row)
+    out = {}
+    for name, rs in rows.items():
+        mid = sorted(rs, key=lambda t: t["median_ms"])[(len(rs) - 1) // 2]
+        out[name] = {**mid, "round_medians_ms": [t["median_ms"] for t in rs], "rounds": len(rs),
+                     "process": "its own, one per round"}
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default="", help="project checkpoint (default: random weights, 80 classes)")
@@ -272,7 +314,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "openvino_bf16 openvino_int8 openvino_throughput openvino_bf16_throughput approx throughput")
     p.add_argument("--device", default="cpu", help="cpu or cuda (the reference pipelines are CPU-only)")
     p.add_argument("--out", default="", help="also write the JSON here")
-    return p.parse_args(argv)
+    p.add_argument("--model-only", default="", metavar="VARIANT", choices=("", *MODEL_ONLY_VARIANTS),
+                   help="time only this model-only variant on a square input at --batch and print its row "
+                        "(model_only_isolated runs one such process per variant and round)")
+    p.add_argument("--onnx", default="", help="with --model-only: an existing dynamic-batch ONNX export to use")
+    p.add_argument("--min-sample-s", type=float, default=0.0, help="with --model-only: see model_only_square")
+    args = p.parse_args(argv)
+    if args.model_only and not args.weights:
+        p.error("--model-only times a given checkpoint: pass --weights PATH")
+    return args
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -386,6 +436,14 @@ def _measure(args: argparse.Namespace, tmp: Path, conf: float, iou: float, dev: 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model_only:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        skip = tuple(v for v in MODEL_ONLY_VARIANTS if v != args.model_only)
+        print(json.dumps(model_only_square(Path(args.weights), args.img_size, args.batch, args.device, args.runs,
+                                           args.warmup, Path(args.onnx) if args.onnx else None, args.threads, skip,
+                                           args.min_sample_s)))
+        return 0
     text = json.dumps(measure(args), indent=1)
     print(text)
     if args.out:

@@ -55,16 +55,16 @@ def settings(device: str, quick: bool) -> dict[str, Any]:
     if quick:
         return dict(img=128, matmul_n=512, matmul_runs=3, loader_batch=2, loader_batches=3, loader_runs=1,
                     train_batch=2, train_steps=2, train_warmup=1, train_runs=1, train_compile=False, train_loop=False,
-                    infer_runs=3, infer_warmup=1, infer_batch=2, infer_batched_runs=1, gpu_large_batch=4,
-                    e2e_skip=["fused_square"],
-                    eval_sizes=[200], eval_repeat=1, timeout_s=dict.fromkeys(SECTIONS, 300), variant_timeout_s=240)
+                    infer_runs=3, infer_warmup=1, infer_batch=2, infer_batched_runs=1, infer_rounds=1,
+                    gpu_large_batch=4, e2e_skip=["fused_square"], eval_sizes=[200], eval_repeat=1,
+                    timeout_s={**dict.fromkeys(SECTIONS, 300), "inference": 600}, variant_timeout_s=240)
     return dict(img=416, matmul_n=8192 if cuda else 2048, matmul_runs=10, loader_batch=16, loader_batches=30,
                 loader_runs=3, train_batch=64 if cuda else 16, train_steps=20 if cuda else 5,
                 train_warmup=5 if cuda else 2, train_runs=3, train_compile=True, train_loop=True,
                 infer_runs=100 if cuda else 30, infer_warmup=10 if cuda else 5, infer_batch=32,
-                infer_batched_runs=20 if cuda else 5, gpu_large_batch=256, e2e_skip=[], eval_sizes=[200, 5000],
-                eval_repeat=3,
-                timeout_s={"machine": 120, "matmul": 600, "loader": 1200, "train": 3600, "inference": 1800,
+                infer_batched_runs=20 if cuda else 5, infer_rounds=3, gpu_large_batch=256, e2e_skip=[],
+                eval_sizes=[200, 5000], eval_repeat=3,
+                timeout_s={"machine": 120, "matmul": 600, "loader": 1200, "train": 3600, "inference": 3600,
                            "memory": 600, "eval": 1800}, variant_timeout_s=1200)
 
 

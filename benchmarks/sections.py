@@ -314,11 +314,13 @@ def inference_figures(cfg: dict, args: argparse.Namespace, tmp: Path, bi: Any, e
         "model": "yolov4-tiny, no attention (phi 0), 80 classes, random weights", "img_size": size,
         "device": args.device, "torch_threads": torch.get_num_threads(),
         "gflop_per_image": round(bi.count_gflops(model, size), 3), "gflop_note": GFLOP_NOTE,
-        "model_only_batch1": bi.model_only_square(weights, size, 1, args.device, cfg["infer_runs"],
-                                                  cfg["infer_warmup"], onnx_path=onnx_path),
-        "model_only_batched": bi.model_only_square(weights, size, cfg["infer_batch"], args.device,
-                                                   cfg["infer_batched_runs"], 1, onnx_path=onnx_path,
-                                                   min_sample_s=0.2 if args.device == "cuda" else 0.0),
+        "model_only_note": "each variant in its own process, alternating, medians of rounds (model_only_isolated)",
+        "model_only_batch1": bi.model_only_isolated(weights, size, 1, args.device, cfg["infer_runs"],
+                                                    cfg["infer_warmup"], cfg["infer_rounds"], onnx_path=onnx_path),
+        "model_only_batched": bi.model_only_isolated(weights, size, cfg["infer_batch"], args.device,
+                                                     cfg["infer_batched_runs"], 1, cfg["infer_rounds"],
+                                                     onnx_path=onnx_path,
+                                                     min_sample_s=0.2 if args.device == "cuda" else 0.0),
     }
     if args.device == "cuda" and cfg["gpu_large_batch"]:  # a fast GPU needs more than 32 images to fill it
         out["model_only_gpu_large_batch"] = bi.model_only_square(

@@ -311,3 +311,22 @@ def test_cuda_graph_replay_matches_the_eager_forward():
         got = [o.clone() for o in replay(y)]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-2, atol=1e-2)
+
+
+def test_model_only_variants_are_timed_each_in_its_own_process(tmp_path):
+    """model_only_isolated: one child process per variant and round (real subprocesses), the median round's row
+    kept with every round's median beside it; a variant this machine lacks (a CUDA row on CPU) is left out."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        bi = load_bench_module("bench_inference")
+    finally:
+        sys.path.remove(str(BENCH))
+    weights = bi.make_weights(tmp_path, "0", 3, 64)
+    keep = ("fused_channels_last", "fused_channels_last_fp16")
+    rows = bi.model_only_isolated(weights, 64, 2, runs=2, warmup=0, rounds=2,
+                                  skip=tuple(v for v in bi.MODEL_ONLY_VARIANTS if v not in keep))
+    assert list(rows) == ["fused_channels_last"]  # fp16 is a CUDA-only row
+    row = rows["fused_channels_last"]
+    assert row["rounds"] == 2 and len(row["round_medians_ms"]) == 2
+    assert row["median_ms"] == sorted(row["round_medians_ms"])[0]  # the lower of two rounds: index (2 - 1) // 2
+    assert row["batch"] == 2 and row["runs"] == 2 and positive(row["images_per_s"])
