@@ -18,6 +18,7 @@ from nets.weights.checkpoint import checkpoint_dict, save_checkpoint
 from nets.weights.loader import load_model
 
 ov = pytest.importorskip("openvino")
+from utils.export.openvino_export import openvino_core  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["square", "disc"]
@@ -48,7 +49,7 @@ def test_export_cli_writes_a_self_describing_ir(exported):
     assert report["openvino"] == str(xml) and report["format"] == "openvino" and report["dynamic_batch"] is True
     assert report["max_abs_diff_raw_heads"] < 1e-4
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
-    model = ov.Core().read_model(str(xml))
+    model = openvino_core().read_model(str(xml))
     cfg = json.loads(model.get_rt_info(["model_info", "model_cfg"]).astype(str))
     assert cfg["class_names"] == NAMES and cfg["img_size"] == SIZE and cfg["phi"] == "cbam"
     assert cfg["anchors"] == [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169], [344, 319]]

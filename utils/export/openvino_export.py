@@ -9,6 +9,7 @@ The IR outputs the two raw heads like the ONNX graph, so decode + NMS stay nets/
 """
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import xml.etree.ElementTree as ET
@@ -34,6 +35,13 @@ def require_openvino() -> ModuleType:
     except ImportError:
         raise ImportError(f"the openvino package is not installed: {INSTALL_HINT}") from None
     return openvino
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one openvino.Core: every read and compile goes through it. A Core per call is how
+    OpenVINO's Python users have met segfaults once a process has made many (its plugins are process-wide)."""
+    return require_openvino().Core()
 
 
 def export_openvino(weights: str | Path, output: str | Path, img_size: int | None = None, batch_size: int = 1,
@@ -67,7 +75,7 @@ def export_openvino(weights: str | Path, output: str | Path, img_size: int | Non
 def read_openvino(path: str | Path) -> tuple[Any, Path]:
     """An IR (.xml, or a folder holding one) or an .onnx file read by OpenVINO; ValueError naming the file
     when it is missing, corrupt, or has no model_cfg."""
-    ov = require_openvino()
+    require_openvino()  # the install hint before any file check
     path = Path(path)
     if path.is_dir():
         xmls = sorted(path.glob("*.xml"))
@@ -87,7 +95,7 @@ def read_openvino(path: str | Path) -> tuple[Any, Path]:
         if root.tag != "net" or "version" not in root.attrib:
             raise ValueError(f"{path}: OpenVINO cannot read it (not an OpenVINO IR: no <net version=...>); {hint}")
     try:
-        model = ov.Core().read_model(str(path))
+        model = openvino_core().read_model(str(path))
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError with "Exception from <file>" lines
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith("Exception from")]
         name = f"{path} (+ {path.with_suffix('.bin').name})" if path.suffix.lower() == ".xml" else str(path)
@@ -121,13 +129,12 @@ def weights_precision(model: Any) -> str:
 
 def compile_openvino(model: Any, threads: int = 0, precision: str = "fp32") -> Any:
     """The model compiled for the CPU: `threads` > 0 caps its threads; precision fp32 | bf16."""
-    ov = require_openvino()
     if precision not in PRECISION_HINTS:
         raise ValueError(f"the openvino backend runs fp32 or bf16, not {precision}; drop --dtype")
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision]}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    return ov.Core().compile_model(model, "CPU", config)
+    return openvino_core().compile_model(model, "CPU", config)
 
 
 def run_compiled(request: Any, x: np.ndarray) -> list[np.ndarray]:
