@@ -69,12 +69,13 @@ Curve = list[list[float]]  # [[minutes, AP, AP50, epoch], ...] by minutes
 
 
 # ------------------------------------------------------------------------------------------- curves, table
-def ap_at(curve: Curve, minutes: float, col: int = 1) -> float | None:
+def ap_at(curve: Curve, minutes: float, col: int = 1, budget: float = 0.0) -> float | None:
     """AP (col 1) or AP50 (col 2) at `minutes`, linear between the curve's points and from (0, 0) to the first
-    (an untrained detector scores 0); None past the curve's last point."""
+    (an untrained detector scores 0). Past the curve's last point: None, except up to `budget` minutes, where a
+    run that finished inside its budget still has its final weights (the final AP, nothing extrapolated)."""
     pts = [(0.0, 0.0)] + [(p[0], p[col]) for p in curve]
     if minutes > pts[-1][0]:
-        return None
+        return pts[-1][1] if minutes <= budget else None
     for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
         if minutes <= t1:
             return a1 if t1 == t0 else a0 + (a1 - a0) * (minutes - t0) / (t1 - t0)
@@ -101,9 +102,9 @@ def cell(values: list[float | None], digits: int) -> str:
     return f"{sum(values) / len(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
-def set_table(set_name: str, runs: dict[str, dict[str, dict]], at: list[float]) -> str:
+def set_table(set_name: str, runs: dict[str, dict[str, dict]], at: list[float], budget: float = 0.0) -> str:
     """The markdown table of one set. runs: {system: {seed: {"curve": Curve, ...}}}; the target is the reference's
-    final AP (its only run, or the mean of its runs)."""
+    final AP (its only run, or the mean of its runs); AP at a time up to `budget` holds a finished run's final AP."""
     ref = [r["curve"][-1][1] for r in runs.get("reference", {}).values() if r["curve"]]
     target = sum(ref) / len(ref) if ref else None
     head = (f"| system | runs | epochs | minutes | final AP | final AP50 | min to AP "
@@ -119,7 +120,7 @@ def set_table(set_name: str, runs: dict[str, dict[str, dict]], at: list[float]) 
                cell([c[-1][0] for c in curves], 1), cell([c[-1][1] for c in curves], 3),
                cell([c[-1][2] for c in curves], 3),
                cell([minutes_to_reach(c, target) for c in curves], 1) if target is not None else "-"]
-        row += [cell([ap_at(c, m) for c in curves], 3) for m in at]
+        row += [cell([ap_at(c, m, budget=budget) for c in curves], 3) for m in at]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -216,8 +217,8 @@ def plot_set(set_name: str, runs: dict[str, dict[str, dict]], m: dict[str, Any],
 
 
 def write_outputs(doc: dict[str, Any], out: Path, at: list[float]) -> str:
-    tables = "\n".join(set_table(s, {sy: doc["runs"][sy][s] for sy in doc["runs"] if s in doc["runs"][sy]}, at)
-                       for s in doc["sets"])
+    tables = "\n".join(set_table(s, {sy: doc["runs"][sy][s] for sy in doc["runs"] if s in doc["runs"][sy]}, at,
+                                 doc["settings"]["budget_min"]) for s in doc["sets"])
     m = doc["machine"]
     doc["table"] = (f"Machine: {m['cpu']}, {m['logical_cpus']} CPUs, torch {m['torch']}; budget "
                     f"{doc['settings']['budget_min']:g} min per run; `{doc['command']}`\n\n{tables}")

@@ -41,6 +41,8 @@ def test_ap_at_interpolates_from_the_origin_and_stops_at_the_end():
     assert tta.ap_at(CURVE, 6.0) == pytest.approx(0.5)
     assert tta.ap_at(CURVE, 3.0, col=2) == pytest.approx(0.6)  # AP50
     assert tta.ap_at(CURVE, 6.5) is None
+    assert tta.ap_at(CURVE, 6.5, budget=7.0) == pytest.approx(0.5)  # finished inside its budget: its final AP
+    assert tta.ap_at(CURVE, 7.5, budget=7.0) is None
 
 
 def test_minutes_to_reach_is_the_first_crossing():
@@ -70,6 +72,9 @@ def test_table_by_hand():
     # 0.1 + 0.2 * 2 / 9 and 0.1 + 0.2 * 7 / 9; never reaches 0.4
     assert lines[6] == "| yolo11n | 1 | 20 | 12.0 | 0.300 | 0.500 | - | 0.144 | 0.256 | - |"
     assert lines[7].startswith("| yolo26n | 1 | no checkpoint |")
+    # a 10-minute budget: the reference ended at 8.0 inside it, so at 10 min it holds its final 0.400
+    lines = tta.set_table("toy", runs, [5, 10, 25], budget=10).splitlines()
+    assert lines[5] == "| reference | 1 | 4 | 8.0 | 0.400 | 0.600 | 8.0 | 0.250 | 0.400 | - |"
 
 
 def test_table_without_the_reference_has_no_target():
