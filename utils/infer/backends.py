@@ -29,9 +29,9 @@ from utils.export.openvino_export import (
 )
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-# fastest first, model-only at 416 fp32 on a 2-core AVX-512/AMX CPU, medians of interleaved runs (idle machine):
-# batch 1 onnxruntime 30.7 ms, openvino 37.0, torch fused channels-last 44.1; batch 32 851 / 898 / 1213 ms.
-# bf16 (--dtype bf16): openvino 14.8 ms (AMX); onnxruntime has no bf16 CPU kernels.
+# fastest first, model-only at 416 fp32 on a 2-core AVX-512/AMX CPU, each in its own process, medians of 3 rounds:
+# batch 1 onnxruntime 33.6 ms, openvino 38.1, torch fused channels-last 48.6; batch 32 887 / 1025 / 1519 ms.
+# bf16 (--dtype bf16): openvino 17.3 ms (AMX); onnxruntime has no bf16 CPU kernels.
 AUTO_ORDER = {"fp32": ("onnxruntime", "openvino", "torch"), "bf16": ("openvino", "torch")}
 EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}  # the cached export each exported backend runs
 CPU = torch.device("cpu")
