@@ -233,8 +233,6 @@ def model_only_square(weights: Path, size: int, batch: int, device: str = "cpu",
             for name, precision in (("openvino_throughput", "fp32"), ("openvino_bf16_throughput", native)):
                 if batch > 1 and precision and name not in skip:
                     fns[name] = openvino_throughput(xml, precision, x_np, threads)
-    if not fns:  # every asked-for variant is one this machine lacks (model_only_isolated's child for a CUDA row)
-        return {}
     reps = dict.fromkeys(fns, 1)
     for name, fn in list(fns.items()) if min_sample_s > 0 else []:
         fn()  # first call: allocations, cuDNN autotuning, onnxruntime's first run
@@ -271,7 +269,8 @@ def model_only_isolated(weights: Path, size: int, batch: int, device: str = "cpu
     names = [n for n in MODEL_ONLY_VARIANTS if n not in skip]
     rows: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        k = r % max(len(names), 1)
+        for name in names[k:] + names[:k]:
             if name not in rows:
                 continue
             cmd = [sys.executable, str(Path(__file__).resolve()), "--model-only", name, "--weights", str(weights),

@@ -23,3 +23,7 @@ def test_round_robin_rotates_and_drops_warmup():
 def test_callables_without_own_time_are_timed_by_the_clock():
     out = interleaved({"noop": lambda: None}, runs=5, warmup=0, gap=0.0)
     assert out["noop"]["runs"] == 5 and 0 <= out["noop"]["min_ms"] <= out["noop"]["median_ms"] < 50
+
+
+def test_nothing_to_time_gives_an_empty_result():
+    assert interleaved({}, runs=3, warmup=1) == {}

@@ -16,7 +16,7 @@ def interleaved(fns: dict[str, Callable[[], object]], runs: int, warmup: int,
     """
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for rep in range(warmup + runs):
+    for rep in range(warmup + runs if names else 0):  # nothing to time: an empty result
         k = rep % len(names)
         for n in names[k:] + names[:k]:
             time.sleep(gap)
