@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--img", type=int, default=416)
     ap.add_argument("--batch", type=int, default=None, help="default 16 on cpu, 64 on cuda")
     ap.add_argument("--phi", default="3", help="attention (number or name), as train.py --phi")
-    ap.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off")
+    ap.add_argument("--amp", choices=["auto", "off", "fp16", "bf16"], default="off")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model")
     ap.add_argument("--channels-last", choices=["on", "off"], default="off")
     ap.add_argument("--deterministic", choices=["on", "off"], default="on", help="as the config key (default on)")

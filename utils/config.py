@@ -64,9 +64,9 @@ class Config:
     freeze_epochs: int = 0  # backbone frozen for the first N epochs (with pretrained weights)
     ema: bool = True
     ema_decay: float = 0.9999
-    amp: str = "off"  # off | fp16 | bf16
+    amp: str = "auto"  # auto (bf16 on an AMX CPU, else off) | off | fp16 | bf16
     grad_clip: float = 10.0  # max grad norm; 0 disables
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC training: a 1.2-1.3x faster CPU step (fp32 and bf16)
     compile: bool = False  # torch.compile the training forward (fuses BN + activation); the first steps compile
     sync_bn: bool = False
     # --- augmentation (probabilities and gains) ---
@@ -123,7 +123,7 @@ class Config:
 CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "scheduler": ("cosine", "linear", "step"),
-    "amp": ("off", "fp16", "bf16"),
+    "amp": ("auto", "off", "fp16", "bf16"),
     "best_metric": ("map50_95", "map50"),
     "dtype": ("fp32", "fp16", "bf16"),
     "backend": ("auto", "torch", "onnxruntime", "openvino"),

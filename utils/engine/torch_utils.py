@@ -67,14 +67,31 @@ def autocast_supported(device_type: str, dtype: torch.dtype) -> bool:
 
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+AMP_NAMES = {dtype: name for name, dtype in AMP_DTYPES.items()}
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Xeon Sapphire Rapids and later), where bf16 matmul and convolution run
+    in hardware: a training step in bf16 autocast there is ~2.5x float32's (benchmarks/bench_train.py)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so read defensively
+    return bool(probe is not None and probe())
+
+
+def resolve_amp(amp: str, device_type: str) -> str:
+    """`--amp auto`: bf16 on a CPU with AMX, else off. Elsewhere bf16 costs more than it saves on a CPU (emulated
+    without AMX); on CUDA choose fp16 or bf16 yourself (the GPU paths are not yet measured on a real GPU here)."""
+    if amp != "auto":
+        return amp
+    return "bf16" if device_type == "cpu" and cpu_has_amx() and autocast_supported("cpu", torch.bfloat16) else "off"
 
 
 def amp_setup(amp: str, device_type: str) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
-    """`--amp` (off | fp16 | bf16) on a device: the autocast dtype (None: off) and the grad scaler.
+    """`--amp` (auto | off | fp16 | bf16) on a device: the autocast dtype (None: off) and the grad scaler.
 
     fp16 gradients underflow without loss scaling on a CPU as on a GPU (tests/test_amp.py), so fp16 scales on
     both; bf16 has float32's exponent range and needs none. A dtype the device cannot autocast to is an error,
     not a silent float32 run."""
+    amp = resolve_amp(amp, device_type)
     dtype = AMP_DTYPES.get(amp)
     if dtype is not None and not autocast_supported(device_type, dtype):
         raise ValueError(f"--amp {amp}: this torch ({torch.__version__}) cannot autocast to {amp} on {device_type} "

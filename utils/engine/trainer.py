@@ -41,8 +41,8 @@ from utils.engine.optim import build_optimizer, lr_factor, scaled_lr, set_learni
 from utils.engine.plan import (PLACEHOLDER_EPOCHS, PROBE_STEPS, close_mosaic_epochs, ema_tau, epochs_from_probe,
                                epochs_that_fit, warmup_iters)
 from utils.engine.runs import increment_dir, resolve_resume
-from utils.engine.torch_utils import (ModelEMA, amp_setup, cpp_compiler, de_parallel, rng_state, seed_everything,
-                                      set_rng_state)
+from utils.engine.torch_utils import (AMP_NAMES, ModelEMA, amp_setup, cpp_compiler, de_parallel, rng_state,
+                                      seed_everything, set_rng_state)
 from utils.eval.evaluate import evaluate_model
 
 
@@ -236,7 +236,8 @@ class Trainer:
             save_config(cfg, self.save_dir / "config.yaml")
             self.log(format_config(cfg))
             self.log(f"{len(self.train_records)} train / {len(self.val_records)} val images, "
-                     f"{len(self.class_names)} classes, device {self.device}, world size {self.dist.world_size}")
+                     f"{len(self.class_names)} classes, device {self.device}, world size {self.dist.world_size}, "
+                     f"autocast {AMP_NAMES.get(self.amp_dtype, 'off')}{' (--amp auto)' if cfg.amp == 'auto' else ''}")
         self.fire("on_train_start")
 
     def before_epoch(self, epoch: int) -> None:
