@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -141,8 +142,22 @@ def score(evalset: EvalSet, dets: DetTable, results_json: Path) -> tuple[float, 
     return float(stats[0]), float(stats[1])
 
 
-def score_run(system: Any, ds: DataSet, evalset: EvalSet, run_dir: Path, st: Settings) -> Curve:
+def curve_key(epochs: list[Any], evalset: EvalSet) -> dict:
+    """What a run's scored curve depends on: its checkpoints (epoch, time, file) and the test split's ground truth."""
+    return {"checkpoints": [[e.epoch, round(e.elapsed_s, 3), e.weights.name] for e in epochs],
+            "ground_truth_sha1": hashlib.sha1(Path(evalset.coco_json).read_bytes()).hexdigest()}
+
+
+def score_run(system: Any, ds: DataSet, evalset: EvalSet, run_dir: Path, st: Settings, reuse: bool = False) -> Curve:
+    """Every checkpoint of a run scored on the test split; the curve is kept in tta_curve.json, and `reuse`
+    (--score-only) takes it from there while the checkpoints and the ground truth are the ones it was scored on
+    (re-predicting a 50-epoch run, or the reference's, costs minutes)."""
     epochs = system.epochs(run_dir)
+    key, saved = curve_key(epochs, evalset), run_dir / "tta_curve.json"
+    if reuse and saved.is_file():
+        kept = json.loads(saved.read_text())
+        if kept.get("key") == key:
+            return kept["curve"]
     out = run_dir / "tta_scores"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
@@ -150,7 +165,9 @@ def score_run(system: Any, ds: DataSet, evalset: EvalSet, run_dir: Path, st: Set
     for e, dets in zip(epochs, system.detections(ds, run_dir, epochs, st)):
         ap, ap50 = score(evalset, dets, out / f"detections_epoch{e.epoch}.json")
         curve.append([round(e.elapsed_s / 60, 3), round(ap, 4), round(ap50, 4), e.epoch])
-    return sorted(curve)
+    curve = sorted(curve)
+    saved.write_text(json.dumps({"key": key, "curve": curve}) + "\n")
+    return curve
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -253,7 +270,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ultralytics-python", default=str(DEFAULT_ULTRALYTICS_VENV / "bin" / "python"),
                     help="a Python with ultralytics installed (the default venv is made when missing)")
     ap.add_argument("--out", default="runs/time_to_accuracy")
-    ap.add_argument("--score-only", action="store_true", help="score the runs already in --out, train nothing")
+    ap.add_argument("--score-only", action="store_true", help="score the runs already in --out, train nothing (a "
+                    "run's curve is reused from its tta_curve.json while its checkpoints are unchanged)")
+    ap.add_argument("--rescore", action="store_true", help="with --score-only: predict and score every checkpoint "
+                    "again")
     args = ap.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [s for s in args.systems if s not in SYSTEMS]
@@ -322,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 saved = run_dir / "tta_run.json"
                 info = json.loads(saved.read_text()) if saved.is_file() else {}
                 print(f"[{ds.name}] scoring {name} (seed {seed})", file=sys.stderr, flush=True)
-                curve = score_run(system, ds, evalset, run_dir, st)
+                curve = score_run(system, ds, evalset, run_dir, st, reuse=args.score_only and not args.rescore)
                 doc["runs"][name].setdefault(ds.name, {})[str(seed)] = {"curve": curve, "run_dir": str(run_dir),
                                                                          "train": info}
                 write_outputs(doc, out, args.at)

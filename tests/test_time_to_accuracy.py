@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import time_to_accuracy as tta  # noqa: E402
-from time_to_accuracy_systems import DataSet, Ours, by_path, rewrite_settings  # noqa: E402
+from time_to_accuracy_systems import DataSet, Epoch, Ours, by_path, rewrite_settings  # noqa: E402
 from time_to_accuracy_ultralytics import Ultralytics  # noqa: E402
 
 from utils.data.records import Record  # noqa: E402
@@ -107,6 +107,39 @@ def test_scores_are_pycocotools_on_hand_made_boxes(tmp_path):
     assert {"image_id": 1, "category_id": 2, "bbox": [0.0, 0.0, 100.0, 62.0], "score": 0.7} in written
     gt = json.loads((tmp_path / "gt.json").read_text())
     assert [a["bbox"] for a in gt["annotations"]] == [[10, 10, 100, 50], [120, 20, 60, 70], [0, 0, 100, 100]]
+
+
+def test_score_only_reuses_a_curve_while_its_checkpoints_and_ground_truth_are_unchanged(tmp_path):
+    recs = [record("a.jpg", [[10, 10, 110, 60]], [0])]
+    evalset = tta.ground_truth(recs, ["cat"], tmp_path / "gt.json")
+    perfect = predictions_to_table([{"boxes": torch.tensor([[10.0, 10, 110, 60]], dtype=torch.float64),
+                                     "scores": torch.tensor([0.9], dtype=torch.float64),
+                                     "labels": torch.tensor([0])}])
+
+    class Stub:  # a system whose every checkpoint predicts the perfect box; counts the checkpoints it predicted
+        checkpoints = [Epoch(1, 60.0, tmp_path / "epoch1.pt")]
+        predicted = 0
+
+        def epochs(self, run_dir):
+            return list(self.checkpoints)
+
+        def detections(self, ds, run_dir, epochs, st):
+            self.predicted += len(epochs)
+            return [perfect for _ in epochs]
+
+    stub, run_dir = Stub(), tmp_path / "run"
+    run_dir.mkdir()
+    curve = tta.score_run(stub, None, evalset, run_dir, None)
+    assert curve == [[1.0, 1.0, 1.0, 1]] and stub.predicted == 1
+    assert tta.score_run(stub, None, evalset, run_dir, None, reuse=True) == curve and stub.predicted == 1
+    assert tta.score_run(stub, None, evalset, run_dir, None) == curve and stub.predicted == 2  # --rescore
+    stub.checkpoints.append(Epoch(2, 120.0, tmp_path / "epoch2.pt"))  # the run went on: scored again
+    assert tta.score_run(stub, None, evalset, run_dir, None, reuse=True) == [[1.0, 1.0, 1.0, 1], [2.0, 1.0, 1.0, 2]]
+    assert stub.predicted == 4
+    recs = [record("a.jpg", [[10, 10, 110, 60], [120, 20, 180, 90]], [0, 0])]  # a second cat: found half
+    evalset = tta.ground_truth(recs, ["cat"], tmp_path / "gt.json")
+    assert tta.score_run(stub, None, evalset, run_dir, None, reuse=True)[0][2] < 1.0  # other ground truth: again
+    assert stub.predicted == 6
 
 
 def test_by_path_orders_a_childs_predictions_as_the_records(tmp_path):
