@@ -84,3 +84,28 @@ def test_autocast_supported_by_hand():
     # CPU autocast computes matmuls in bf16 (and fp16 in current torch); float64 is never an autocast dtype
     assert autocast_supported("cpu", torch.bfloat16)
     assert not autocast_supported("cpu", torch.float64)
+
+
+@pytest.mark.parametrize("amx, device_type, expected", [(True, "cpu", "bf16"), (False, "cpu", "off"),
+                                                        (True, "cuda", "off")])
+def test_amp_auto_is_bf16_only_on_a_cpu_with_amx(monkeypatch, amx, device_type, expected):
+    from utils.engine import torch_utils
+
+    monkeypatch.setattr(torch_utils, "cpu_has_amx", lambda: amx)
+    assert torch_utils.resolve_amp("auto", device_type) == expected
+    for explicit in ("off", "fp16", "bf16"):  # a choice the user made is never replaced
+        assert torch_utils.resolve_amp(explicit, device_type) == explicit
+    dtype, scaler = torch_utils.amp_setup("auto", "cpu")
+    assert dtype == (torch.bfloat16 if amx else None) and not scaler.is_enabled()
+
+
+def test_amp_auto_is_the_default_and_the_run_log_names_what_it_chose(tiny_voc, tmp_path, monkeypatch):
+    from utils.engine import torch_utils
+    from utils.engine.trainer import Trainer
+
+    assert load_config(None, {}).amp == "auto"
+    for amx, chosen in ((True, "bf16"), (False, "off")):
+        monkeypatch.setattr(torch_utils, "cpu_has_amx", lambda amx=amx: amx)
+        lines: list[str] = []
+        Trainer(make_cfg(tiny_voc, tmp_path, epochs=1, name=f"auto_{amx}"), log=lines.append).train()
+        assert any(line.endswith(f"autocast {chosen} (--amp auto)") for line in lines), lines
