@@ -47,15 +47,16 @@ def test_ema_window_at_the_end_is_the_asked_share_of_the_run():
 
 
 def test_time_budget_plans_warmup_and_ema_from_the_probe(tiny_voc, tmp_path, monkeypatch):
-    """A 1-second budget: the probe after batch 2 plans one epoch, so warm-up and EMA ramp are sized for one epoch,
-    not for the 1000-epoch placeholder (which would make the warm-up 3 epochs long)."""
+    """A budget already spent by the probe (0.06 s; a fast CI machine runs this epoch in 0.3 s, so a 1-second budget
+    planned two): the probe after batch 2 plans one epoch, so warm-up and EMA ramp are sized for one epoch, not for
+    the 1000-epoch placeholder (which would make the warm-up 3 epochs long)."""
     from test_train import make_cfg
 
     from utils.engine import trainer as trainer_mod
     monkeypatch.setattr(trainer_mod, "PROBE_STEPS", (0, 1))
     logs: list[str] = []
     # epochs=100 as in configs/default.yaml: under a budget it is not the plan (the main job's case)
-    tr = trainer_mod.Trainer(make_cfg(tiny_voc, tmp_path, epochs=100, time=1 / 60, batch_size=2, warmup_epochs=3.0,
+    tr = trainer_mod.Trainer(make_cfg(tiny_voc, tmp_path, epochs=100, time=0.001, batch_size=2, warmup_epochs=3.0,
                                       name="probe"),
                              log=lambda *a: logs.append(" ".join(map(str, a))))
     tr.train()
