@@ -47,8 +47,8 @@ def test_ema_window_at_the_end_is_the_asked_share_of_the_run():
 
 
 def test_time_budget_plans_warmup_and_ema_from_the_probe(tiny_voc, tmp_path, monkeypatch):
-    """A budget already spent by the probe (0.06 s; a fast CI machine runs this epoch in 0.3 s, so a 1-second budget
-    planned two): the probe after batch 2 plans one epoch, so warm-up and EMA ramp are sized for one epoch, not for
+    """A budget shorter than this epoch on any machine (0.06 s; a fast CI machine runs it in 0.3 s, so a 1-second
+    budget planned two): the probe after batch 2 plans one epoch, so warm-up and EMA ramp are sized for one epoch, not for
     the 1000-epoch placeholder (which would make the warm-up 3 epochs long)."""
     from test_train import make_cfg
 
